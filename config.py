@@ -1,0 +1,252 @@
+"""Every hyperparameter in one dataclass; presets; the CLI generated from it; device and precision.
+
+Precedence when resolving a config: field defaults < --preset < --config FILE < explicit flags.
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+import torch
+
+DATA_ENV = "INPAINT_DATA_DIR"  # environment variable naming the image folder when --data-dir is not given
+
+
+def F(default, help: str):
+    """A config field whose help text is its one-line comment (shown by --help and the README)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # --- data ---
+    data_dir: str = F("", f"image folder or CelebA root (img_align_celeba/ + list_eval_partition.txt); default ${DATA_ENV}")
+    image_size: int = F(200, "side of the square training images in pixels; must be divisible by 8")
+    val_fraction: float = F(0.1, "fraction of the sorted file list used for validation when there is no CelebA partition file")
+    test_fraction: float = F(0.1, "fraction of the sorted file list held out for testing (the last files)")
+    max_images: int = F(0, "use only the first N images of the sorted list before splitting (0 = all)")
+    cache_mb: int = F(2048, "decode the whole split into RAM as uint8 when it fits this many MB, else stream from disk")
+    workers: int = F(2, "DataLoader worker processes when streaming from disk (unused with the RAM cache)")
+    # --- holes ---
+    mask: str = F("square", "training hole shape: square (the seed's)")
+    hole_size: int = F(32, "side of the square hole in pixels")
+    hole_jitter: int = F(0, "augmentation: hole side drawn uniformly from hole_size +- hole_jitter")
+    hole_margin: int = F(16, "minimum distance in pixels between a hole and the image border")
+    ring: int = F(4, "width of the context ring around each hole where reconstruction losses also look")
+    # --- augmentation ---
+    hflip: bool = F(True, "augmentation: random horizontal flips")
+    color_jitter: float = F(0.1, "augmentation: max relative brightness/contrast change (0 = off)")
+    # --- model ---
+    nf: int = F(64, "base channels of the generator U-Net (seed: 64; whole-image variant: 32)")
+    attention: bool = F(True, "self-attention at 1/8 resolution in the generator")
+    d_nf: int = F(32, "base channels of the PatchGAN discriminator")
+    # --- losses ---
+    w_adv: float = F(1.0, "weight of the non-saturating adversarial loss (0 disables the discriminator)")
+    w_l1: float = F(100.0, "weight of the L1 reconstruction loss")
+    w_edge: float = F(10.0, "weight of the Sobel edge loss")
+    w_ssim: float = F(1.0, "weight of the 1 - SSIM loss")
+    loss_region: str = F("hole_ring", "where reconstruction losses look: hole_ring (hole + context ring) or whole (every pixel)")
+    # --- optimisation ---
+    epochs: int = F(20, "passes over the training split")
+    batch_size: int = F(20, "images per step")
+    lr_g: float = F(2e-4, "Adam learning rate of the generator")
+    lr_d: float = F(2e-4, "Adam learning rate of the discriminator")
+    beta1: float = F(0.5, "Adam beta1 for both networks")
+    beta2: float = F(0.999, "Adam beta2 for both networks")
+    max_bad_steps: int = F(20, "stop after this many consecutive steps with a NaN/inf loss (each is skipped)")
+    seed: int = F(0, "seed of model init, data order, training holes and augmentation")
+    # --- evaluation ---
+    eval_seed: int = F(1234, "seed of the fixed validation/test holes (same holes every epoch and every method)")
+    max_val_images: int = F(0, "validate on at most N validation images (0 = all)")
+    best_metric: str = F("ssim", "validation metric that selects best.pt: ssim, psnr or l1")
+    grid_images: int = F(6, "validation images shown in the per-epoch sample grid")
+    # --- runtime ---
+    device: str = F("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    precision: str = F("auto", "auto, fp32, bf16 or fp16 (autocast; fp16 uses a GradScaler)")
+    channels_last: bool = F(True, "keep models and batches in channels_last memory format (faster convs)")
+    compile: bool = F(False, "torch.compile the generator")
+    threads: int = F(0, "CPU threads for torch (0 = torch's default)")
+    out_dir: str = F("out", "parent folder of run folders")
+    run_name: str = F("", "run folder name under out_dir (default: preset name + timestamp)")
+    log_every: int = F(10, "steps between progress-line refreshes (the only host syncs in training)")
+    preset: str = F("seed", "preset the other values were resolved from (informational)")
+
+    def validate(self) -> "Config":
+        """Reject values that would fail later; called before any data is read."""
+        errors = []
+
+        def need(ok, name, why):
+            if not ok:
+                errors.append(f"--{name.replace('_', '-')}={getattr(self, name)!r}: {why}")
+
+        need(self.image_size >= 16 and self.image_size % 8 == 0, "image_size", "must be a multiple of 8 and at least 16 (the U-Net pools three times)")
+        need(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
+        need(0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test fractions must leave training images")
+        need(self.max_images >= 0, "max_images", "must be >= 0")
+        need(self.cache_mb >= 0, "cache_mb", "must be >= 0")
+        need(self.workers >= 0, "workers", "must be >= 0")
+        need(self.mask in MASK_KINDS, "mask", f"must be one of {', '.join(MASK_KINDS)}")
+        need(self.hole_size >= 1, "hole_size", "must be >= 1")
+        need(0 <= self.hole_jitter < self.hole_size, "hole_jitter", "must be in [0, hole_size)")
+        need(self.hole_margin >= 0, "hole_margin", "must be >= 0")
+        need(self.hole_size + self.hole_jitter + 2 * self.hole_margin <= self.image_size, "hole_size",
+             f"hole (+ jitter {self.hole_jitter}) plus 2 x margin {self.hole_margin} must fit in image_size {self.image_size}")
+        need(self.ring >= 0, "ring", "must be >= 0")
+        need(0 <= self.color_jitter < 1, "color_jitter", "must be in [0, 1)")
+        need(self.nf >= 8 and self.nf % 8 == 0, "nf", "must be a multiple of 8 (attention projects to nf/2 channels)")
+        need(self.d_nf >= 1, "d_nf", "must be >= 1")
+        for w in ("w_adv", "w_l1", "w_edge", "w_ssim"):
+            need(math.isfinite(getattr(self, w)) and getattr(self, w) >= 0, w, "must be a finite number >= 0")
+        need(self.w_l1 + self.w_edge + self.w_ssim > 0, "w_l1", "at least one reconstruction loss weight must be > 0")
+        need(self.loss_region in ("hole_ring", "whole"), "loss_region", "must be hole_ring or whole")
+        need(self.epochs >= 1, "epochs", "must be >= 1")
+        need(self.batch_size >= 2, "batch_size", "must be >= 2 (the discriminator uses BatchNorm)")
+        for lr in ("lr_g", "lr_d"):
+            need(math.isfinite(getattr(self, lr)) and getattr(self, lr) > 0, lr, "must be a finite number > 0")
+        for b in ("beta1", "beta2"):
+            need(0 <= getattr(self, b) < 1, b, "must be in [0, 1)")
+        need(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
+        need(self.max_val_images >= 0, "max_val_images", "must be >= 0")
+        need(self.best_metric in ("ssim", "psnr", "l1"), "best_metric", "must be ssim, psnr or l1")
+        need(self.grid_images >= 1, "grid_images", "must be >= 1")
+        need(self.device == "auto" or self.device in ("cpu", "mps") or self.device.startswith("cuda"), "device", "must be auto, cpu, cuda, cuda:N or mps")
+        need(self.precision in ("auto", "fp32", "bf16", "fp16"), "precision", "must be auto, fp32, bf16 or fp16")
+        need(self.threads >= 0, "threads", "must be >= 0")
+        need(self.log_every >= 1, "log_every", "must be >= 1")
+        need("/" not in self.run_name and self.run_name not in (".", ".."), "run_name", "must be a plain folder name")
+        if errors:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """Rebuild from a saved dict; unknown keys are an error so a typo never passes silently."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+
+class ConfigError(ValueError):
+    """A config value or flag the user must fix; the message names it."""
+
+
+MASK_KINDS = ("square",)
+
+# Presets change only what differs from the field defaults (which are the seed's recipe).
+PRESETS = {
+    "seed": {},
+    "whole": {"nf": 32, "epochs": 30, "loss_region": "whole"},
+    "tiny": {"image_size": 32, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
+             "epochs": 2, "batch_size": 4, "max_images": 40, "max_val_images": 8, "grid_images": 4,
+             "workers": 0, "log_every": 2},
+}
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    """One flag per Config field (--image-size for image_size), plus --preset and --config."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named starting point (default: seed)")
+    parser.add_argument("--config", default=None, help="JSON file of config values (e.g. a run's config.json)")
+    for f in fields(Config):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f.metadata["help"])
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f.metadata["help"],
+                                metavar=f.name.upper())
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Apply preset, config file and flags in that order, then validate (no data touched yet)."""
+    values = {}
+    if args.config:
+        try:
+            with open(args.config) as fh:
+                file_values = json.load(fh)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"--config {args.config}: cannot read a JSON config ({e})") from None
+        if not isinstance(file_values, dict):
+            raise ConfigError(f"--config {args.config}: expected a JSON object of config values")
+        values.update(file_values)
+    preset = args.preset or values.get("preset", "seed")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    resolved = {**PRESETS[preset], **values, "preset": preset}
+    names = {f.name for f in fields(Config)}
+    resolved.update({k: v for k, v in vars(args).items() if k in names})
+    cfg = Config.from_dict(resolved)
+    if not cfg.data_dir:
+        cfg.data_dir = os.environ.get(DATA_ENV, "")
+    return cfg.validate()
+
+
+def format_config(cfg: Config) -> str:
+    return "\n".join(f"  {k:<16} {v}" for k, v in cfg.to_dict().items())
+
+
+# --- device and precision: the one place that decides them ---
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp_dtype: "torch.dtype | None"  # autocast dtype, None for fp32
+    scaler: "torch.amp.GradScaler | None"  # only for fp16
+    channels_last: bool
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def _cpu_has_bf16() -> bool:
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check and check()) or (amx and amx()))
+
+
+def choose_runtime(device: str = "auto", precision: str = "auto", channels_last: bool = True) -> Runtime:
+    """Pick device (CUDA > MPS > CPU for auto) and autocast precision that is fast and safe there."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: MPS is not available on this machine (use --device cpu)")
+    if precision == "auto":
+        if dev.type == "cpu":
+            precision = "bf16" if _cpu_has_bf16() else "fp32"
+        elif dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:  # MPS autocast support varies by macOS/torch version; fp32 is the safe choice
+            precision = "fp32"
+    if precision == "fp16" and dev.type == "cpu":
+        raise ConfigError("--precision fp16 is not supported on CPU (use bf16 or fp32)")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    scaler = torch.amp.GradScaler(dev.type) if dtype is torch.float16 else None
+    return Runtime(dev, dtype, scaler, channels_last)

@@ -1,0 +1,351 @@
+"""Train the GAN face inpainter.
+
+    python main.py --data-dir ../shared/data_celeb               # default recipe
+    python main.py --preset tiny --data-dir DIR                  # seconds-long smoke run
+    python main.py --resume out/RUN                              # continue a stopped run
+
+Every flag is a field of config.Config (python main.py --help lists them).
+"""
+import csv
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from checkpoints import CheckpointError, atomic_save, build_discriminator, build_generator, load_checkpoint
+from config import Config, ConfigError, build_parser, choose_runtime, format_config, resolve_config
+from dataset import DataError, augment, epoch_order, open_splits, split_files, to_model_range, to_unit_range
+from evaluation import evaluate_generator
+from losses import discriminator_loss, edge_loss, generator_adversarial_loss, l1_loss, ssim_loss
+from masks import dilate, fixed_masks, rng_for, training_masks
+from models import parameter_table, count_parameters
+from plots import masked_view, save_grid, save_training_plot
+
+# Flags that may change when resuming: they affect speed or length, not what one step computes.
+RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "threads", "workers", "cache_mb", "log_every",
+                       "data_dir", "compile", "channels_last"}
+TRAIN_KEYS = ("gan_g", "gan_d", "l1", "edge", "ssim_loss")
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended early on purpose (signal, or too many bad steps); last.pt is consistent."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopFlag:
+    """First SIGINT/SIGTERM asks to stop after the current step; a second one exits at once.
+
+    Exiting at once is safe because checkpoints are only ever replaced by an atomic rename.
+    """
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            print(f"\nsecond {signal.Signals(signum).name}: exiting now (checkpoints on disk are intact)",
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing this step and saving last.pt "
+              "(press Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
+
+
+def train_step(batch, mask, nets, opts, cfg: Config, rt) -> "dict | None":
+    """One discriminator update then one generator update; returns detached losses on the device,
+    or None when a loss was NaN/inf (then no weights changed)."""
+    g, d = nets
+    opt_g, opt_d = opts
+    use_gan = cfg.w_adv > 0
+    region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
+    with rt.autocast():
+        raw = g(batch, mask)
+    raw = raw.float()  # losses in fp32
+    composite = mask * raw + (1 - mask) * batch
+
+    loss_d = torch.zeros((), device=batch.device)
+    if use_gan:
+        with rt.autocast():
+            real_logits, fake_logits = d(batch).float(), d(composite.detach()).float()
+        loss_d = discriminator_loss(real_logits, fake_logits)
+        if not torch.isfinite(loss_d):
+            return None
+        opt_d.zero_grad(set_to_none=True)
+        backward_and_step(loss_d, opt_d, rt)
+
+    losses = {"l1": l1_loss(raw, batch, region), "edge": edge_loss(raw, batch, region),
+              "ssim_loss": ssim_loss(raw, batch, region)}
+    loss_g = cfg.w_l1 * losses["l1"] + cfg.w_edge * losses["edge"] + cfg.w_ssim * losses["ssim_loss"]
+    gan_g = torch.zeros((), device=batch.device)
+    if use_gan:
+        d.requires_grad_(False)  # the generator's step needs no discriminator gradients
+        with rt.autocast():
+            gan_g = generator_adversarial_loss(d(composite).float())
+        d.requires_grad_(True)
+        loss_g = loss_g + cfg.w_adv * gan_g
+    if not torch.isfinite(loss_g):
+        return None
+    opt_g.zero_grad(set_to_none=True)
+    backward_and_step(loss_g, opt_g, rt)
+    return {"gan_g": gan_g.detach(), "gan_d": loss_d.detach(), **{k: v.detach() for k, v in losses.items()}}
+
+
+def backward_and_step(loss, opt, rt):
+    if rt.scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        rt.scaler.scale(loss).backward()
+        rt.scaler.step(opt)
+        rt.scaler.update()
+
+
+def write_metrics_csv(history: list, path: str):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def is_better(metric: str, value: float, best: "float | None") -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "l1" else value > best
+
+
+def make_run_dir(cfg: Config) -> str:
+    name = cfg.run_name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = os.path.join(cfg.out_dir, name)
+    if os.path.exists(os.path.join(run_dir, "last.pt")):
+        raise ConfigError(f"run folder {run_dir} already holds a run: use --resume {run_dir} "
+                          "or choose another --run-name")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, ".write_test")
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write the run folder {run_dir}: {e.strerror}; "
+                          "choose a writable --out-dir") from None
+    return run_dir
+
+
+def write_json(obj, path: str):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = None,
+          on_epoch=None) -> dict:
+    """Train per cfg into run_dir (a new folder when None); resume from a loaded last.pt dict.
+
+    on_epoch(epoch, row) is called after each validation (tune.py uses it for pruning).
+    Returns the final history row plus the run folder.
+    """
+    rt = choose_runtime(cfg.device, cfg.precision, cfg.channels_last)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = run_dir or make_run_dir(cfg)
+    print(f"run folder: {run_dir}\ndevice {rt.device}, precision {rt.precision}, "
+          f"channels_last {rt.channels_last}, threads {torch.get_num_threads()}\nconfig:\n{format_config(cfg)}",
+          flush=True)
+    write_json(cfg.to_dict(), os.path.join(run_dir, "config.json"))
+
+    split_path = os.path.join(run_dir, "split.json")
+    if resume:
+        with open(split_path) as fh:
+            split = json.load(fh)
+    else:
+        split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images)
+        write_json(split, split_path)
+    print(f"data: {cfg.data_dir} -> train/val/test = {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
+    t0 = time.perf_counter()
+    sources = open_splits(cfg, split, ("train", "val"))
+    train_src = sources["train"]
+    print(f"decoded in {time.perf_counter() - t0:.1f}s "
+          f"({'RAM cache' if train_src.cache is not None else 'streaming from disk'})", flush=True)
+    if len(train_src) < cfg.batch_size:
+        raise DataError(f"the training split has {len(train_src)} images, fewer than --batch-size {cfg.batch_size}")
+    n_val = len(sources["val"]) if not cfg.max_val_images else min(cfg.max_val_images, len(sources["val"]))
+    val_images = sources["val"].take(n_val)
+    val_masks = fixed_masks(cfg, n_val, "val")
+
+    torch.manual_seed(cfg.seed)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    table = parameter_table(g)
+    print("generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in table.items()))
+    print(f"discriminator parameters: {count_parameters(d):,}", flush=True)
+    g = g.to(rt.device, memory_format=rt.memory_format())
+    d = d.to(rt.device, memory_format=rt.memory_format())
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    start_epoch, start_step, history, best, bad_total = 0, 0, [], None, 0
+    if resume:
+        g.load_state_dict(resume["generator"])
+        d.load_state_dict(resume["discriminator"])
+        opt_g.load_state_dict(resume["opt_g"])
+        opt_d.load_state_dict(resume["opt_d"])
+        if rt.scaler is not None and resume.get("scaler"):
+            rt.scaler.load_state_dict(resume["scaler"])
+        start_epoch, start_step = resume["epoch"], resume["step_in_epoch"]
+        history, best, bad_total = resume["history"], resume["best"], resume.get("bad_steps", 0)
+        print(f"resuming at epoch {start_epoch + 1}, step {start_step}", flush=True)
+    step_fn = torch.compile(train_step) if cfg.compile else train_step
+
+    def checkpoint(epoch: int, step_in_epoch: int) -> dict:
+        return {"config": cfg.to_dict(), "generator": g.state_dict(), "discriminator": d.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "scaler": rt.scaler.state_dict() if rt.scaler is not None else {},
+                "epoch": epoch, "step_in_epoch": step_in_epoch, "history": history, "best": best,
+                "bad_steps": bad_total, "torch_version": str(torch.__version__)}
+
+    steps_per_epoch = len(train_src) // cfg.batch_size
+    last_path = os.path.join(run_dir, "last.pt")
+    resume_cmd = f"python main.py --resume {shlex.quote(run_dir)}"
+    with StopFlag() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            g.train(), d.train()
+            order = epoch_order(len(train_src), cfg.seed, epoch)
+            first = start_step if epoch == start_epoch else 0
+            sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
+            good = consecutive_bad = 0
+            bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       dynamic_ncols=True, mininterval=1.0, file=sys.stdout)
+            t_epoch, seen = time.perf_counter(), 0
+            for step, batch in enumerate(train_src.batches(order[first * cfg.batch_size:], cfg.batch_size, True),
+                                         start=first):
+                rng = rng_for(cfg.seed, epoch, step)  # holes and augmentation of this step alone
+                x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
+                m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
+                out = step_fn(x, m, (g, d), (opt_g, opt_d), cfg, rt)
+                if out is None:
+                    bad_total += 1
+                    consecutive_bad += 1
+                    tqdm.write(f"step {step} of epoch {epoch + 1}: NaN/inf loss, update skipped "
+                               f"({consecutive_bad} in a row, {bad_total} in total)")
+                    if consecutive_bad >= cfg.max_bad_steps:
+                        bar.close()
+                        raise TrainingStopped(
+                            f"stopping: {consecutive_bad} consecutive steps had NaN/inf losses "
+                            f"(--max-bad-steps {cfg.max_bad_steps}). The last good checkpoint {last_path} is "
+                            "intact; lower --lr-g/--lr-d or try --precision fp32 before resuming.", 3)
+                else:
+                    consecutive_bad = 0
+                    good += 1
+                    for k in TRAIN_KEYS:
+                        sums[k] += out[k]
+                seen += len(x)
+                bar.update(1)
+                if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
+                    means = {k: (v / max(good, 1)).item() for k, v in sums.items()}  # the only sync
+                    bar.set_postfix(G=f"{means['gan_g']:.3f}", D=f"{means['gan_d']:.3f}", L1=f"{means['l1']:.4f}",
+                                    ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
+                if stop.signum is not None:
+                    bar.close()
+                    atomic_save(checkpoint(epoch, step + 1), last_path)
+                    raise TrainingStopped(f"stopped by {signal.Signals(stop.signum).name} after step {step + 1} "
+                                          f"of epoch {epoch + 1}; saved {last_path}. Resume with:\n  {resume_cmd}",
+                                          128 + stop.signum)
+            bar.close()
+            train_seconds = time.perf_counter() - t_epoch
+            train_means = {f"train_{k}": (v / max(good, 1)).item() for k, v in sums.items()}
+
+            val = evaluate_generator(g, val_images, val_masks, rt, cfg.batch_size, discriminator=d,
+                                     keep_outputs=True)
+            row = {"epoch": epoch + 1, **train_means,
+                   "val_gan_g": val["gan_g"], "val_gan_d": val["gan_d"],
+                   **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr")},
+                   "train_images_per_s": seen / train_seconds, "seconds": train_seconds}
+            history.append(row)
+            print(f"epoch {epoch + 1}: val hole L1 {row['val_l1']:.4f}  PSNR {row['val_psnr']:.2f} dB  "
+                  f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  G {row['val_gan_g']:.3f}  "
+                  f"D {row['val_gan_d']:.3f}  ({row['train_images_per_s']:.2f} img/s)", flush=True)
+            write_metrics_csv(history, os.path.join(run_dir, "metrics.csv"))
+            save_training_plot(history, os.path.join(run_dir, "training_plot.png"))
+            k = min(cfg.grid_images, n_val)
+            originals = to_unit_range(val_images[:k].float() / 127.5 - 1)
+            os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+            save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
+                       "generated": val["raw"][:k], "inpainted": val["composite"][:k]},
+                      os.path.join(run_dir, "samples", f"epoch_{epoch + 1:03d}.png"))
+
+            improved = is_better(cfg.best_metric, row[f"val_{cfg.best_metric}"], best)
+            if improved:
+                best = row[f"val_{cfg.best_metric}"]
+            state = checkpoint(epoch + 1, 0)
+            atomic_save(state, last_path)
+            if improved:
+                atomic_save(state, os.path.join(run_dir, "best.pt"))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+            if stop.signum is not None:
+                raise TrainingStopped(f"stopped by {signal.Signals(stop.signum).name} after epoch {epoch + 1}; "
+                                      f"saved {last_path}. Resume with:\n  {resume_cmd}", 128 + stop.signum)
+    print(f"done: {run_dir} (best val {cfg.best_metric} {best:.4f}); evaluate with: python results.py {run_dir}")
+    return {"run_dir": run_dir, **(history[-1] if history else {})}
+
+
+def config_for_resume(run_dir: str, args, parser) -> tuple:
+    """The saved config of run_dir with only the overrides that keep the run consistent."""
+    ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    cfg = Config.from_dict(ckpt["config"])
+    given = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and k != "preset"}
+    bad = sorted(k for k, v in given.items() if k not in RESUMABLE_OVERRIDES and v != getattr(cfg, k))
+    if bad or args.preset or args.config:
+        names = ", ".join("--" + k.replace("_", "-") for k in bad) or "--preset/--config"
+        raise ConfigError(f"cannot change {names} when resuming {run_dir}: the run continues with its saved "
+                          f"config; start a new run instead (may change: "
+                          f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUMABLE_OVERRIDES))})")
+    for k, v in given.items():
+        setattr(cfg, k, v)
+    return cfg.validate(), ckpt
+
+
+def main(argv=None) -> int:
+    parser = build_parser(__doc__.splitlines()[1])
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the run in RUN_DIR from its last.pt with its saved config")
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            cfg, ckpt = config_for_resume(args.resume, args, parser)
+            if ckpt["epoch"] >= cfg.epochs and ckpt["step_in_epoch"] == 0:
+                print(f"{args.resume} already finished {ckpt['epoch']} epochs; pass --epochs N to train longer")
+                return 0
+            train(cfg, run_dir=args.resume, resume=ckpt)
+        else:
+            train(resolve_config(args))
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingStopped as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Image-quality metrics over holes, batched in torch; shared by training, validation, results.py.
+
+All functions take images in [0, 1], shape B, C, H, W (float32) and masks B, 1, H, W (1 = hole),
+and return one value per image (shape B) so callers can average or build confidence intervals.
+
+SSIM follows skimage.metrics.structural_similarity(data_range=1, channel_axis=...) in two windows:
+"uniform" (skimage's default 7x7 box, used for every reported SSIM so numbers compare with the
+literature's one-liners) and "gaussian" (gaussian_weights=True, sigma=1.5, 11x11, used by the SSIM
+loss). The tests check both against skimage.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+SSIM_SIGMA = 1.5
+# skimage truncates its gaussian at 3.5 sigma (an 11x11 window); its default box window is 7x7.
+SSIM_RADIUS = {"gaussian": int(3.5 * SSIM_SIGMA + 0.5), "uniform": 3}
+SSIM_C1 = 0.01 ** 2
+SSIM_C2 = 0.03 ** 2
+HOLE_SSIM_MARGIN = 3  # hole SSIM is measured on the hole's bounding box grown by this many px
+
+
+def _window(window: str, channels: int, device, dtype) -> torch.Tensor:
+    """1-D separable SSIM window, C, 1, K."""
+    r = SSIM_RADIUS[window]
+    x = torch.arange(-r, r + 1, device=device, dtype=torch.float64)
+    g = torch.exp(-x ** 2 / (2 * SSIM_SIGMA ** 2)) if window == "gaussian" else torch.ones_like(x)
+    g = g / g.sum()
+    return g.to(dtype).view(1, 1, -1).repeat(channels, 1, 1)
+
+
+def _symmetric_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Mirror r pixels at both ends of dim, repeating the edge pixel (scipy.ndimage's 'reflect')."""
+    if x.shape[dim] < r:
+        return torch.cat([x.narrow(dim, 0, 1)] * r + [x] + [x.narrow(dim, x.shape[dim] - 1, 1)] * r, dim)
+    return torch.cat([x.narrow(dim, 0, r).flip(dim), x, x.narrow(dim, x.shape[dim] - r, r).flip(dim)], dim)
+
+
+def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable filter with scipy's 'reflect' border, as skimage's SSIM uses."""
+    c, r = x.shape[1], kernel.shape[-1] // 2
+    x = F.conv2d(_symmetric_pad(x, r, -1), kernel.unsqueeze(2), groups=c)     # B, C, H, W
+    return F.conv2d(_symmetric_pad(x, r, -2), kernel.unsqueeze(3), groups=c)  # B, C, H, W
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, window: str = "uniform") -> torch.Tensor:
+    """Per-pixel SSIM, B, C, H, W; averaging it over a region gives skimage's SSIM of that crop
+    as long as the region stays SSIM_RADIUS[window] px inside the crop."""
+    x, y = x.float(), y.float()
+    k = _window(window, x.shape[1], x.device, x.dtype)
+    n = k.shape[-1] ** 2
+    cov_norm = n / (n - 1)  # skimage's sample-covariance correction uses the window's pixel count
+    # One batched filter pass over the five moments instead of five passes.
+    moments = _blur(torch.cat([x, y, x * x, y * y, x * y], dim=1), k.repeat(5, 1, 1))
+    mx, my, xx, yy, xy = moments.chunk(5, dim=1)
+    vx = cov_norm * (xx - mx * mx)
+    vy = cov_norm * (yy - my * my)
+    vxy = cov_norm * (xy - mx * my)
+    return ((2 * mx * my + SSIM_C1) * (2 * vxy + SSIM_C2)) / ((mx ** 2 + my ** 2 + SSIM_C1) * (vx + vy + SSIM_C2))
+
+
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of values (B, C, H, W) over pixels where weight (B, 1, H, W) is set; one value per image."""
+    total = (values * weight).sum(dim=(1, 2, 3))
+    count = weight.sum(dim=(1, 2, 3)) * values.shape[1]
+    return total / count.clamp_min(1)
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel Sobel gradient magnitude, same shape as x (replicate padding at borders)."""
+    kx = torch.tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=x.device, dtype=x.dtype) / 4
+    c = x.shape[1]
+    weight = torch.stack([kx, kx.t()]).unsqueeze(1).repeat(c, 1, 1, 1)      # 2C, 1, 3, 3
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, groups=c)  # B, 2C, H, W
+    gx, gy = g[:, 0::2], g[:, 1::2]
+    return torch.sqrt(gx * gx + gy * gy + 1e-12)
+
+
+def hole_l1(pred, target, mask) -> torch.Tensor:
+    """Mean absolute error over hole pixels (all channels), per image."""
+    return _masked_mean((pred.float() - target.float()).abs(), mask)
+
+
+def hole_mse(pred, target, mask) -> torch.Tensor:
+    return _masked_mean((pred.float() - target.float()) ** 2, mask)
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def hole_psnr(pred, target, mask) -> torch.Tensor:
+    """PSNR (dB, data range 1) of the hole pixels, per image."""
+    return psnr_from_mse(hole_mse(pred, target, mask))
+
+
+def hole_edge(pred, target, mask) -> torch.Tensor:
+    """Mean absolute difference of Sobel magnitudes over hole pixels, per image."""
+    return _masked_mean((sobel_magnitude(pred.float()) - sobel_magnitude(target.float())).abs(), mask)
+
+
+def bbox_region(mask: torch.Tensor, margin: int = HOLE_SSIM_MARGIN) -> torch.Tensor:
+    """B, 1, H, W: the pixels whose SSIM window lies inside the hole's bounding box grown by margin.
+
+    That is where skimage's SSIM of the cropped box takes its mean. A box too small to hold one
+    full window falls back to its centre pixel.
+    """
+    b, _, h, w = mask.shape
+    rows = mask.amax(dim=(1, 3)) > 0                                           # B, H
+    cols = mask.amax(dim=(1, 2)) > 0                                           # B, W
+    idx_h = torch.arange(h, device=mask.device)
+    idx_w = torch.arange(w, device=mask.device)
+    big = torch.tensor(10 ** 9, device=mask.device)
+    top = torch.where(rows, idx_h, big).amin(1)
+    bottom = torch.where(rows, idx_h, -big).amax(1)
+    left = torch.where(cols, idx_w, big).amin(1)
+    right = torch.where(cols, idx_w, -big).amax(1)
+    top, left = (top - margin).clamp_min(0), (left - margin).clamp_min(0)
+    bottom, right = (bottom + margin).clamp_max(h - 1), (right + margin).clamp_max(w - 1)
+    r = SSIM_RADIUS["uniform"]
+    t2, b2 = torch.minimum(top + r, (top + bottom) // 2), torch.maximum(bottom - r, (top + bottom + 1) // 2)
+    l2, r2 = torch.minimum(left + r, (left + right) // 2), torch.maximum(right - r, (left + right + 1) // 2)
+    in_rows = (idx_h[None] >= t2[:, None]) & (idx_h[None] <= b2[:, None])       # B, H
+    in_cols = (idx_w[None] >= l2[:, None]) & (idx_w[None] <= r2[:, None])       # B, W
+    return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1).float()    # B, 1, H, W
+
+
+def hole_ssim(pred, target, mask, ssim=None) -> torch.Tensor:
+    """SSIM of the hole's bounding box (+ margin), per image, as skimage's default computes it on that crop.
+    Pass a precomputed ssim_map(pred, target) as `ssim` to avoid computing it twice."""
+    return _masked_mean(ssim_map(pred, target) if ssim is None else ssim, bbox_region(mask))
+
+
+def image_psnr(pred, target) -> torch.Tensor:
+    return psnr_from_mse(((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3)))
+
+
+def image_ssim(pred, target, ssim=None) -> torch.Tensor:
+    """Whole-image SSIM as skimage's default computes it (the border of one window radius is left out)."""
+    r = SSIM_RADIUS["uniform"]
+    ssim = ssim_map(pred, target) if ssim is None else ssim
+    return ssim[..., r:-r, r:-r].mean(dim=(1, 2, 3))
+
+
+def quality_metrics(pred, target, mask) -> dict:
+    """Every per-image metric an evaluation reports (inputs in [0, 1]): hole L1, PSNR, SSIM and edge
+    error, plus whole-image PSNR and SSIM."""
+    ssim = ssim_map(pred, target)
+    return {"l1": hole_l1(pred, target, mask), "psnr": hole_psnr(pred, target, mask),
+            "ssim": hole_ssim(pred, target, mask, ssim), "edge": hole_edge(pred, target, mask),
+            "image_psnr": image_psnr(pred, target), "image_ssim": image_ssim(pred, target, ssim)}
+
+
+def mean_ci95(values) -> tuple:
+    """Mean and half-width of a normal-approximation 95% confidence interval over images."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.numel() < 2:
+        return float(v.mean()) if v.numel() else math.nan, math.nan
+    return float(v.mean()), float(1.96 * v.std(unbiased=True) / math.sqrt(v.numel()))

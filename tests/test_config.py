@@ -1,0 +1,81 @@
+import json
+import math
+
+import pytest
+
+from config import PRESETS, Config, ConfigError, build_parser, resolve_config
+
+
+def resolve(*argv):
+    return resolve_config(build_parser().parse_args(list(argv)))
+
+
+def test_defaults_are_the_seed_recipe():
+    c = resolve()
+    assert (c.nf, c.image_size, c.hole_size, c.hole_margin, c.ring) == (64, 200, 32, 16, 4)
+    assert (c.w_adv, c.w_l1, c.w_edge, c.w_ssim) == (1, 100, 10, 1)
+    assert (c.lr_g, c.lr_d, c.beta1, c.beta2, c.batch_size, c.epochs) == (2e-4, 2e-4, 0.5, 0.999, 20, 20)
+
+
+def test_every_field_has_a_flag_and_a_help_line():
+    help_text = build_parser().format_help()
+    for name, f in Config.__dataclass_fields__.items():
+        assert f.metadata["help"]
+        if name != "preset":
+            assert "--" + name.replace("_", "-") in help_text
+
+
+def test_unknown_flag_fails():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--learning-rate", "1"])
+
+
+def test_precedence_preset_then_file_then_flags(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"nf": 16, "epochs": 3}))
+    c = resolve("--preset", "whole", "--config", str(f), "--epochs", "5")
+    assert c.loss_region == "whole" and c.nf == 16 and c.epochs == 5 and c.preset == "whole"
+
+
+def test_whole_preset_is_the_seeds_whole_image_variant():
+    c = resolve("--preset", "whole")
+    assert (c.nf, c.epochs, c.loss_region) == (32, 30, "whole")
+
+
+def test_bool_flags_and_unknown_config_keys(tmp_path):
+    assert resolve("--no-hflip").hflip is False
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"learning_rate": 1}))
+    with pytest.raises(ConfigError, match="learning_rate"):
+        resolve("--config", str(f))
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--epochs", "-1"], "--epochs"),
+    (["--image-size", "100"], "--image-size"),
+    (["--hole-size", "190"], "--hole-size"),
+    (["--w-l1", "nan"], "--w-l1"),
+    (["--w-adv", "inf"], "--w-adv"),
+    (["--precision", "fp8"], "--precision"),
+    (["--batch-size", "1"], "--batch-size"),
+])
+def test_invalid_values_are_rejected_naming_the_flag(argv, flag):
+    with pytest.raises(ConfigError, match=flag):
+        resolve(*argv)
+
+
+def test_unknown_preset_is_rejected():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--preset", "huge"])
+
+
+def test_presets_are_valid():
+    for name, values in PRESETS.items():
+        Config(**values).validate()
+
+
+def test_readme_documents_every_config_field():
+    import os
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    missing = [f for f in Config.__dataclass_fields__ if f"`--{f.replace('_', '-')}`" not in readme]
+    assert not missing, f"README's config table lacks {missing}"

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import metrics
+from losses import edge_loss, l1_loss, ssim_loss
+
+
+def pair(seed, shape=(3, 48, 56), noise=0.15):
+    rng = np.random.default_rng(seed)
+    a = rng.random(shape).astype(np.float32)
+    b = np.clip(a + noise * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    return a, b
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gaussian_ssim_agrees_with_skimage(seed):
+    a, b = pair(seed)
+    ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=True,
+                                data_range=1, channel_axis=0)
+    r = metrics.SSIM_RADIUS["gaussian"]
+    ours = metrics.ssim_map(torch.from_numpy(a)[None], torch.from_numpy(b)[None], "gaussian")[..., r:-r, r:-r].mean()
+    assert abs(float(ours) - ref) < 1e-3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_image_ssim_agrees_with_skimage_default(seed):
+    a, b = pair(seed)
+    ref = structural_similarity(a, b, data_range=1, channel_axis=0)
+    assert abs(float(metrics.image_ssim(torch.from_numpy(a)[None], torch.from_numpy(b)[None])) - ref) < 1e-4
+
+
+def hole_case(seed, top=14, left=20, h=12, w=16):
+    a, b = pair(seed)
+    m = np.zeros(a.shape[1:], bool)
+    m[top:top + h, left:left + w] = True
+    b = np.where(m, b, a)  # outside the hole the images agree, as for an inpainting
+    return a, b, m, torch.from_numpy(m.astype(np.float32))[None, None]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hole_ssim_is_skimage_on_the_bounding_box_plus_margin(seed):
+    a, b, m, mt = hole_case(seed)
+    k = metrics.HOLE_SSIM_MARGIN
+    crop = (slice(None), slice(14 - k, 26 + k), slice(20 - k, 36 + k))
+    ref = structural_similarity(a[crop], b[crop], data_range=1, channel_axis=0)
+    ours = metrics.hole_ssim(torch.from_numpy(b)[None], torch.from_numpy(a)[None], mt)
+    assert abs(float(ours) - ref) < 1e-4
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hole_psnr_and_l1_agree_with_numpy(seed):
+    a, b, m, mt = hole_case(seed)
+    ref_psnr = peak_signal_noise_ratio(a[:, m], b[:, m], data_range=1)
+    ref_l1 = np.abs(a[:, m] - b[:, m]).mean()
+    ta, tb = torch.from_numpy(a)[None], torch.from_numpy(b)[None]
+    assert abs(float(metrics.hole_psnr(tb, ta, mt)) - ref_psnr) < 1e-3
+    assert abs(float(metrics.hole_l1(tb, ta, mt)) - ref_l1) < 1e-6
+    assert abs(float(metrics.image_psnr(tb, ta)) - peak_signal_noise_ratio(a, b, data_range=1)) < 1e-3
+
+
+def test_sobel_magnitude_agrees_with_scipy():
+    a, _ = pair(0)
+    ours = metrics.sobel_magnitude(torch.from_numpy(a)[None])[0].numpy()
+    for c in range(3):
+        gx = ndimage.sobel(a[c], axis=1, mode="nearest") / 4
+        gy = ndimage.sobel(a[c], axis=0, mode="nearest") / 4
+        np.testing.assert_allclose(ours[c], np.sqrt(gx ** 2 + gy ** 2 + 1e-12), atol=1e-5)
+
+
+def test_hole_edge_agrees_with_numpy():
+    a, b, m, mt = hole_case(1)
+    ga = metrics.sobel_magnitude(torch.from_numpy(a)[None])[0].numpy()
+    gb = metrics.sobel_magnitude(torch.from_numpy(b)[None])[0].numpy()
+    ref = np.abs(ga - gb)[:, m].mean()
+    assert abs(float(metrics.hole_edge(torch.from_numpy(b)[None], torch.from_numpy(a)[None], mt)) - ref) < 1e-6
+
+
+def test_mean_ci95_matches_numpy():
+    v = np.random.default_rng(0).random(50)
+    mean, half = metrics.mean_ci95(v)
+    assert abs(mean - v.mean()) < 1e-12 and abs(half - 1.96 * v.std(ddof=1) / np.sqrt(50)) < 1e-12
+
+
+def test_edge_loss_properties():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    w = torch.ones(2, 1, 32, 32)
+    assert edge_loss(x, x, w) == 0
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    # blur weakens edges: penalised; a constant shift keeps every edge: not penalised
+    assert edge_loss(blurred, x, w) > 0.05
+    assert edge_loss(x + 0.3, x, w) < 1e-5
+    assert l1_loss(x + 0.3, x, w) == pytest.approx(0.3, abs=1e-5)
+    # the weight map restricts where the loss looks
+    w0 = torch.zeros_like(w)
+    w0[..., 8:16, 8:16] = 1
+    y = x.clone()
+    y[..., 20:, 20:] += 0.5
+    assert edge_loss(y, x, w0) == 0 and l1_loss(y, x, w0) == 0
+
+
+def test_ssim_loss_zero_for_identical_and_positive_otherwise():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    w = torch.ones(2, 1, 32, 32)
+    assert abs(float(ssim_loss(x, x, w))) < 1e-5
+    assert ssim_loss(x.flip(-1), x, w) > 0.5
