@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from metrics import sobel_magnitude, ssim_map
+from metrics import SSIM_RADIUS, sobel_magnitude, ssim_map
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -31,6 +31,38 @@ def edge_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
     return weighted_mean((sobel_magnitude(pred) - sobel_magnitude(target)).abs(), weight)
 
 
+def region_crops(weight: torch.Tensor, margin: int, *images: torch.Tensor) -> tuple:
+    """Per-sample crops (all of one size) of the weight's bounding box grown by margin, for weight
+    and each image; (weight, *images) unchanged when the crops would not be smaller.
+
+    A crop that reaches the image border is shifted inside it, so every weighted pixel keeps the
+    same margin of real (or, at the image border, the same mirrored) neighbours as in the full image.
+    """
+    b, _, h, w = weight.shape
+    present = weight > 0
+    rows, cols = present.amax(dim=(1, 3)), present.amax(dim=(1, 2))            # B, H and B, W
+    ih, iw = torch.arange(h, device=weight.device), torch.arange(w, device=weight.device)
+    top = torch.where(rows, ih, h).amin(1)
+    left = torch.where(cols, iw, w).amin(1)
+    extent = torch.stack([(torch.where(rows, ih, -1).amax(1) - top).amax(),
+                          (torch.where(cols, iw, -1).amax(1) - left).amax()]).tolist()  # one host sync
+    ch, cw = min(extent[0] + 1 + 2 * margin, h), min(extent[1] + 1 + 2 * margin, w)
+    if ch * cw * 2 > h * w:
+        return (weight, *images)
+    top = (top - margin).clamp(0, h - ch)
+    left = (left - margin).clamp(0, w - cw)
+    r = (top[:, None] + torch.arange(ch, device=weight.device))[:, :, None]   # B, ch, 1
+    c = (left[:, None] + torch.arange(cw, device=weight.device))[:, None, :]  # B, 1, cw
+    bi = torch.arange(b, device=weight.device)[:, None, None]
+    return tuple(t[bi, :, r, c].permute(0, 3, 1, 2) for t in (weight, *images))  # B, C, ch, cw
+
+
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """1 - mean SSIM over the weighted pixels; inputs in [-1, 1] are mapped to SSIM's [0, 1]."""
+    """1 - mean SSIM over the weighted pixels; inputs in [-1, 1] are mapped to SSIM's [0, 1].
+
+    On CPU the SSIM map is computed only on crops around the weighted pixels (same values, ~10x
+    less work for small holes); elsewhere on the full image, avoiding the crops' host sync.
+    """
+    if pred.device.type == "cpu":
+        weight, pred, target = region_crops(weight, SSIM_RADIUS["gaussian"], pred, target)
     return 1 - weighted_mean(ssim_map((pred + 1) / 2, (target + 1) / 2, window="gaussian"), weight)

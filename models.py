@@ -15,6 +15,31 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+class _DenseGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient dense in the input's memory format.
+
+    The backward of torch.cat hands each input a channel slice of the output gradient; bilinear
+    upsampling's and LeakyReLU's CPU backward kernels are several times slower on such strided
+    gradients (measured 7x for upsampling at 200 px, bf16, channels_last) than the copy costs.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last if ctx.channels_last else torch.contiguous_format)
+
+
+def concat_skip(up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """Channel concat of the upsampled path and the skip connection (B, C1 + C2, H, W)."""
+    if torch.is_grad_enabled():
+        up, skip = _DenseGrad.apply(up), _DenseGrad.apply(skip)
+    return torch.cat([up, skip], dim=1)
+
+
 class SelfAttention(nn.Module):
     """SAGAN-style attention over all positions; gamma starts at 0 so it begins as identity."""
 
@@ -55,7 +80,10 @@ class Generator(nn.Module):
 
     @staticmethod
     def up(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        # CPU autocast runs bilinear upsampling in fp32, costing two casts and a slow fp32 backward;
+        # it is a fixed linear interpolation, safe in the incoming (bf16) dtype.
+        with torch.autocast(x.device.type, enabled=False):
+            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[-2:]
@@ -68,9 +96,9 @@ class Generator(nn.Module):
         e3 = self.enc3(F.max_pool2d(e2, 2))              # B, 4nf, H/4, W/4
         b = self.attention(F.max_pool2d(e3, 2))          # B, 4nf, H/8, W/8
         b = self.bottleneck(b)
-        d3 = self.dec3(torch.cat([self.up(b), e3], 1))   # B, 4nf, H/4, W/4
-        d2 = self.dec2(torch.cat([self.up(d3), e2], 1))  # B, 2nf, H/2, W/2
-        return self.dec1(torch.cat([self.up(d2), e1], 1))  # B, 3, H, W
+        d3 = self.dec3(concat_skip(self.up(b), e3))      # B, 4nf, H/4, W/4
+        d2 = self.dec2(concat_skip(self.up(d3), e2))     # B, 2nf, H/2, W/2
+        return self.dec1(concat_skip(self.up(d2), e1))   # B, 3, H, W
 
 
 class Discriminator(nn.Module):
