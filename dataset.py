@@ -3,10 +3,11 @@
 Images travel as uint8 (3, S, S) until they reach the device, where they become float in [-1, 1].
 """
 import os
+import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from config import DATA_ENV
 
@@ -57,16 +58,61 @@ def read_celeba_partition(path: str) -> dict:
     return out
 
 
+# Errors PIL raises for files that are not (complete) images.
+IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def error_reason(e: Exception, path: str) -> str:
+    """A short reason for a failed file, without repeating its path."""
+    text = str(e)
+    for quoted in (f"'{path}'", path):
+        text = text.replace(quoted, "")
+    return f"{type(e).__name__}: {text}".strip(" :")[:80]
+
+
+def describe_skipped(what: str, bad: list, folder: str) -> str:
+    """One warning line: how many files were skipped and a few of them with reasons."""
+    shown = "; ".join(f"{name} ({reason})" for name, reason in bad[:3])
+    more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"skipped {len(bad)} {what} in {folder}: {shown}{more}"
+
+
+def scan_images(root: str, names: list, image_size: int = 0) -> list:
+    """Keep the files whose header PIL can read (cheap: no pixel decoding); warn once about the rest,
+    and once about images smaller than image_size (they will be upscaled)."""
+    good, bad, small = [], [], []
+    for name in names:
+        try:
+            with Image.open(os.path.join(root, name)) as im:
+                w, h = im.size
+            if w < 1 or h < 1:
+                raise ValueError("empty image")
+        except IMAGE_ERRORS as e:
+            bad.append((name, error_reason(e, os.path.join(root, name))))
+            continue
+        good.append(name)
+        if min(w, h) < image_size:
+            small.append((name, f"{w}x{h}"))
+    if bad:
+        warnings.warn(describe_skipped("unreadable or non-image files", bad, root), stacklevel=2)
+    if small:
+        warnings.warn(f"{len(small)} images are smaller than {image_size} px and will be upscaled "
+                      f"(e.g. {', '.join(f'{n} {s}' for n, s in small[:3])})", stacklevel=2)
+    return good
+
+
 def split_files(data_dir: str, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                max_images: int = 0) -> dict:
+                max_images: int = 0, image_size: int = 0) -> dict:
     """{'train': [...], 'val': [...], 'test': [...]} of file names relative to image_root(data_dir).
 
-    With CelebA's partition file its assignment is used; otherwise the sorted list is cut into
-    contiguous train / val / test blocks (like CelebA's own partition: no identity straddles much).
+    Files whose header cannot be read are skipped (one warning). With CelebA's partition file its
+    assignment is used; otherwise the sorted list is cut into contiguous train / val / test blocks
+    (like CelebA's own partition: no identity straddles much).
     """
     names = find_images(data_dir)
     if max_images:
         names = names[:max_images]
+    names = scan_images(image_root(data_dir), names, image_size)
     partition_file = os.path.join(data_dir, CELEBA_PARTITION)
     if os.path.isfile(partition_file):
         part = read_celeba_partition(partition_file)
@@ -84,10 +130,23 @@ def split_files(data_dir: str, val_fraction: float = 0.1, test_fraction: float =
     return split
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: palette, grey, alpha, CMYK, and 16/32-bit images scaled to 0..255."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("P", "PA", "LA", "RGBA"):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)  # transparent regions become white, not black
+    return im.convert("RGB")
+
+
 def load_image(path: str, size: int) -> torch.Tensor:
     """Decode, convert to RGB, centre-crop to a square, resize: uint8 tensor 3, size, size."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = to_rgb(ImageOps.exif_transpose(im))
         w, h = im.size
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2
@@ -105,8 +164,19 @@ class ImageFiles(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.names)
 
-    def __getitem__(self, i):
+    def load(self, i) -> torch.Tensor:
         return load_image(os.path.join(self.root, self.names[i]), self.size)
+
+    def __getitem__(self, i):
+        """Streaming access: a file that fails to decode mid-epoch (e.g. a truncated JPEG whose header
+        was fine) is replaced by the next good one with a warning, never a crash."""
+        for k in range(len(self)):
+            j = (i + k) % len(self)
+            try:
+                return self.load(j)
+            except IMAGE_ERRORS as e:
+                warnings.warn(f"skipping {os.path.join(self.root, self.names[j])}: {e}", stacklevel=2)
+        raise DataError(f"no image in {self.root} could be decoded")
 
     def nbytes(self) -> int:
         return len(self) * 3 * self.size * self.size
@@ -119,7 +189,18 @@ class ImageSource:
         self.files, self.workers = files, workers
         self.cache = None
         if files.nbytes() <= cache_mb * 2 ** 20:
-            self.cache = torch.stack([files[i] for i in range(len(files))])  # N, 3, S, S uint8
+            decoded, bad = [], []
+            for i, name in enumerate(files.names):
+                try:
+                    decoded.append(files.load(i))
+                except IMAGE_ERRORS as e:  # e.g. truncated JPEGs: the header scan cannot see those
+                    bad.append((name, error_reason(e, os.path.join(files.root, name))))
+            if bad:
+                warnings.warn(describe_skipped("images that failed to decode", bad, files.root), stacklevel=2)
+                files.names = [n for n in files.names if n not in {b for b, _ in bad}]
+            if not decoded:
+                raise DataError(f"none of the {len(bad)} images in {files.root} could be decoded")
+            self.cache = torch.stack(decoded)  # N, 3, S, S uint8
 
     def __len__(self):
         return len(self.files)
@@ -143,6 +224,11 @@ class ImageSource:
         if self.cache is not None:
             return self.cache[:n]
         return torch.stack([self.files[i] for i in range(n)])
+
+    @property
+    def names(self) -> list:
+        """File names of the images served, in order (without any that failed to decode)."""
+        return self.files.names
 
 
 def to_model_range(batch: torch.Tensor, device, memory_format=torch.contiguous_format) -> torch.Tensor:

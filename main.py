@@ -179,7 +179,7 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
         with open(split_path) as fh:
             split = json.load(fh)
     else:
-        split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images)
+        split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
         write_json(split, split_path)
     print(f"data: {cfg.data_dir} -> train/val/test = {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
     t0 = time.perf_counter()
@@ -215,12 +215,13 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
         print(f"resuming at epoch {start_epoch + 1}, step {start_step}", flush=True)
     step_fn = torch.compile(train_step) if cfg.compile else train_step
 
-    def checkpoint(epoch: int, step_in_epoch: int) -> dict:
+    def checkpoint(epoch: int, step_in_epoch: int, partial: "dict | None" = None) -> dict:
+        """Everything needed to continue; `partial` carries a stopped epoch's running loss sums."""
         return {"config": cfg.to_dict(), "generator": g.state_dict(), "discriminator": d.state_dict(),
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "scaler": rt.scaler.state_dict() if rt.scaler is not None else {},
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "history": history, "best": best,
-                "bad_steps": bad_total, "torch_version": str(torch.__version__)}
+                "bad_steps": bad_total, "partial_epoch": partial or {}, "torch_version": str(torch.__version__)}
 
     steps_per_epoch = len(train_src) // cfg.batch_size
     last_path = os.path.join(run_dir, "last.pt")
@@ -232,6 +233,9 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
             first = start_step if epoch == start_epoch else 0
             sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
             good = consecutive_bad = 0
+            if first and resume and resume.get("partial_epoch"):  # continue the stopped epoch's averages
+                sums = {k: torch.tensor(v, device=rt.device) for k, v in resume["partial_epoch"]["sums"].items()}
+                good = resume["partial_epoch"]["good"]
             bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        dynamic_ncols=True, mininterval=1.0, file=sys.stdout)
             t_epoch, seen = time.perf_counter(), 0
@@ -265,7 +269,8 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
                                     ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
                 if stop.signum is not None:
                     bar.close()
-                    atomic_save(checkpoint(epoch, step + 1), last_path)
+                    partial = {"sums": {k: v.item() for k, v in sums.items()}, "good": good}
+                    atomic_save(checkpoint(epoch, step + 1, partial), last_path)
                     raise TrainingStopped(f"stopped by {signal.Signals(stop.signum).name} after step {step + 1} "
                                           f"of epoch {epoch + 1}; saved {last_path}. Resume with:\n  {resume_cmd}",
                                           128 + stop.signum)

@@ -155,7 +155,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
     g = None
     if baselines_only:
         cfg = Config(data_dir=data_dir or os.environ.get(DATA_ENV, ""))
-        split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images)
+        split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
         out_dir = out_dir or os.path.join("out", "baselines")
     else:
         ckpt_path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir, f"{checkpoint}.pt")
@@ -168,9 +168,10 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
         out_dir = out_dir or run_dir
         print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its test split")
     os.makedirs(out_dir, exist_ok=True)
-    names = split["test"][:max_images] if max_images else split["test"]
-    split = {**split, "test": names}
-    images = open_splits(cfg, split, ("test",))["test"].take(len(names))  # N, 3, S, S uint8
+    split = {**split, "test": split["test"][:max_images] if max_images else split["test"]}
+    source = open_splits(cfg, split, ("test",))["test"]
+    names = source.names  # without any file that failed to decode
+    images = source.take(len(names))  # N, 3, S, S uint8
     masks = fixed_masks(cfg, len(names), "test")
     rt = choose_runtime(device, precision, cfg.channels_last)
     per_method = {}

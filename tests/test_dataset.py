@@ -8,9 +8,14 @@ from dataset import DataError, epoch_order, find_images, load_image, read_celeba
 
 
 def touch_images(folder, n, ext=".jpg"):
+    """n tiny but valid images (the header scan skips anything else)."""
+    import io
     os.makedirs(folder, exist_ok=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(buf, "JPEG")
     for i in range(n):
-        open(os.path.join(folder, f"{i + 1:06d}{ext}"), "wb").close()
+        with open(os.path.join(folder, f"{i + 1:06d}{ext}"), "wb") as fh:
+            fh.write(buf.getvalue())
     return folder
 
 
@@ -26,7 +31,7 @@ def test_contiguous_split_has_the_seeds_sizes_and_is_disjoint(tmp_path):
 
 def test_find_images_extensions_case_insensitive(tmp_path):
     for name in ("a.JPG", "b.jpeg", "c.Png", "d.webp", "e.txt", "f.gif"):
-        open(tmp_path / name, "wb").close()
+        open(tmp_path / name, "wb").close()  # names only: find_images does not open files
     assert find_images(str(tmp_path)) == ["a.JPG", "b.jpeg", "c.Png", "d.webp"]
 
 
