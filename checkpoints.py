@@ -73,3 +73,25 @@ def generator_from_checkpoint(ckpt: dict) -> tuple:
     g = build_generator(cfg)
     g.load_state_dict(ckpt["generator"])
     return g.eval(), cfg
+
+
+def newest_run(out_dir: str) -> "str | None":
+    """The most recently modified run folder under out_dir that holds a checkpoint."""
+    if not os.path.isdir(out_dir):
+        return None
+    runs = [os.path.join(out_dir, d) for d in os.listdir(out_dir)
+            if os.path.isfile(os.path.join(out_dir, d, "last.pt"))]
+    return max(runs, key=lambda p: os.path.getmtime(os.path.join(p, "last.pt")), default=None)
+
+
+SHIPPED_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "generator.pt")
+
+
+def default_checkpoint(out_dir: str = "out") -> str:
+    """The shipped weights when present, else best.pt of the newest run under out_dir."""
+    if os.path.isfile(SHIPPED_WEIGHTS):
+        return SHIPPED_WEIGHTS
+    run = newest_run(out_dir)
+    if run is None:
+        raise CheckpointError("no checkpoint: pass --checkpoint FILE.pt, or train one with python main.py")
+    return os.path.join(run, "best.pt")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from masks import MASK_KINDS, parse_mix
+
 DATA_ENV = "INPAINT_DATA_DIR"  # environment variable naming the image folder when --data-dir is not given
 
 
@@ -31,10 +33,15 @@ class Config:
     cache_mb: int = F(2048, "decode the whole split into RAM as uint8 when it fits this many MB, else stream from disk")
     workers: int = F(2, "DataLoader worker processes when streaming from disk (unused with the RAM cache)")
     # --- holes ---
-    mask: str = F("square", "training hole shape: square (the seed's)")
+    mask: str = F("square", "training hole shape: square (the seed's), boxes, strokes (free-form brush) or mixed")
+    mask_mix: str = F("square:1,boxes:1,strokes:2", "relative weights of the kinds when mask=mixed")
     hole_size: int = F(32, "side of the square hole in pixels")
     hole_jitter: int = F(0, "augmentation: hole side drawn uniformly from hole_size +- hole_jitter")
-    hole_margin: int = F(16, "minimum distance in pixels between a hole and the image border")
+    hole_margin: int = F(16, "minimum distance in pixels between a square hole and the image border")
+    max_boxes: int = F(3, "boxes masks hold 1 to this many rectangles")
+    max_strokes: int = F(4, "strokes masks hold 1 to this many brush strokes")
+    min_hole_fraction: float = F(0.0, "holes are redrawn until they cover at least this fraction of the image")
+    max_hole_fraction: float = F(1.0, "... and at most this fraction")
     ring: int = F(4, "width of the context ring around each hole where reconstruction losses also look")
     # --- augmentation ---
     hflip: bool = F(True, "augmentation: random horizontal flips")
@@ -95,6 +102,18 @@ class Config:
         need(self.hole_size + self.hole_jitter + 2 * self.hole_margin <= self.image_size, "hole_size",
              f"hole (+ jitter {self.hole_jitter}) plus 2 x margin {self.hole_margin} must fit in image_size {self.image_size}")
         need(self.ring >= 0, "ring", "must be >= 0")
+        need(self.max_boxes >= 1, "max_boxes", "must be >= 1")
+        need(self.max_strokes >= 1, "max_strokes", "must be >= 1")
+        need(0 <= self.min_hole_fraction < self.max_hole_fraction <= 1, "min_hole_fraction",
+             "need 0 <= min_hole_fraction < max_hole_fraction <= 1")
+        try:
+            parse_mix(self.mask_mix)
+        except ValueError as e:
+            errors.append(f"--mask-mix={self.mask_mix!r}: {e}")
+        if self.mask == "square" and self.image_size >= 1:
+            lo, hi = [(self.hole_size + s) ** 2 / self.image_size ** 2 for s in (-self.hole_jitter, self.hole_jitter)]
+            need(hi >= self.min_hole_fraction and lo <= self.max_hole_fraction, "max_hole_fraction",
+                 f"square holes cover {lo:.1%}-{hi:.1%} of the image, outside the hole-fraction bounds")
         need(0 <= self.color_jitter < 1, "color_jitter", "must be in [0, 1)")
         need(self.nf >= 8 and self.nf % 8 == 0, "nf", "must be a multiple of 8 (attention projects to nf/2 channels)")
         need(self.d_nf >= 1, "d_nf", "must be >= 1")
@@ -136,8 +155,6 @@ class Config:
 class ConfigError(ValueError):
     """A config value or flag the user must fix; the message names it."""
 
-
-MASK_KINDS = ("square",)
 
 # Presets change only what differs from the field defaults (which are the seed's recipe).
 PRESETS = {

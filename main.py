@@ -213,7 +213,9 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
         start_epoch, start_step = resume["epoch"], resume["step_in_epoch"]
         history, best, bad_total = resume["history"], resume["best"], resume.get("bad_steps", 0)
         print(f"resuming at epoch {start_epoch + 1}, step {start_step}", flush=True)
-    step_fn = torch.compile(train_step) if cfg.compile else train_step
+    # Compiling the generator alone: compiling the whole step trips an inductor stride assertion in
+    # replication_pad2d_backward (torch 2.13, channels_last). It shares g's parameters.
+    g_step = torch.compile(g) if cfg.compile else g
 
     def checkpoint(epoch: int, step_in_epoch: int, partial: "dict | None" = None) -> dict:
         """Everything needed to continue; `partial` carries a stopped epoch's running loss sums."""
@@ -244,7 +246,7 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
                 rng = rng_for(cfg.seed, epoch, step)  # holes and augmentation of this step alone
                 x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
                 m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
-                out = step_fn(x, m, (g, d), (opt_g, opt_d), cfg, rt)
+                out = train_step(x, m, (g_step, d), (opt_g, opt_d), cfg, rt)
                 if out is None:
                     bad_total += 1
                     consecutive_bad += 1

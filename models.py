@@ -52,12 +52,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q = self.query(x).flatten(2).transpose(1, 2)  # B, HW, C/8
-        k = self.key(x).flatten(2).transpose(1, 2)    # B, HW, C/8
-        v = self.value(x).flatten(2).transpose(1, 2)  # B, HW, C
+        # One attention head, kept as an explicit dimension (ONNX export takes only 4-D inputs).
+        q = self.query(x).flatten(2).transpose(1, 2).unsqueeze(1)  # B, 1, HW, C/8
+        k = self.key(x).flatten(2).transpose(1, 2).unsqueeze(1)    # B, 1, HW, C/8
+        v = self.value(x).flatten(2).transpose(1, 2).unsqueeze(1)  # B, 1, HW, C
         # scale=1 keeps the seed's unscaled softmax(QK^T) attention.
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # B, HW, C
-        out = out.transpose(1, 2).reshape(b, c, h, w)
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)    # B, 1, HW, C
+        out = out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
         return x + self.gamma * out
 
 

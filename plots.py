@@ -62,3 +62,26 @@ def save_training_plot(history: list, path: str):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_mask_examples(masks_by_kind: dict, path: str, image: "torch.Tensor | None" = None):
+    """One row per mask kind, each cell a mask (white = hole) or, with an image, the image with its hole."""
+    kinds = list(masks_by_kind)
+    n = max(len(v) for v in masks_by_kind.values())
+    fig, axes = plt.subplots(len(kinds), n, figsize=(1.5 * n, 1.6 * len(kinds)), squeeze=False)
+    for r, kind in enumerate(kinds):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c >= len(masks_by_kind[kind]):
+                ax.axis("off")
+                continue
+            m = masks_by_kind[kind][c]
+            shown = masked_view(image, m) if image is not None else m.repeat(3, 1, 1)
+            ax.imshow(_to_hwc(shown), interpolation="nearest")
+            ax.set_title(f"{100 * float(m.mean()):.0f}% hole", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(kind, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

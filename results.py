@@ -16,13 +16,13 @@ import sys
 import torch
 
 from baselines import BASELINES
-from checkpoints import CheckpointError, generator_from_checkpoint, load_checkpoint
+from checkpoints import CheckpointError, generator_from_checkpoint, load_checkpoint, newest_run
 from config import DATA_ENV, Config, ConfigError, choose_runtime
 from dataset import DataError, open_splits, split_files, to_model_range, to_unit_range
 from evaluation import evaluate_baseline, evaluate_generator, generator_inpaint
-from masks import fixed_masks
+from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import mean_ci95
-from plots import masked_view, save_grid
+from plots import masked_view, save_grid, save_mask_examples
 
 OURS = "ours"
 # (column key, header, higher is better)
@@ -30,15 +30,6 @@ COLUMNS = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("s
            ("edge", "hole edge ↓", False), ("image_psnr", "image PSNR dB ↑", True),
            ("image_ssim", "image SSIM ↑", True)]
 FIXED_POSITIONS = {"centre": (0.5, 0.5), "left eye": (0.45, 0.36), "right eye": (0.45, 0.64), "mouth": (0.72, 0.5)}
-
-
-def newest_run(out_dir: str) -> "str | None":
-    """The most recently modified run folder under out_dir that holds a checkpoint."""
-    if not os.path.isdir(out_dir):
-        return None
-    runs = [os.path.join(out_dir, d) for d in os.listdir(out_dir)
-            if os.path.isfile(os.path.join(out_dir, d, "last.pt"))]
-    return max(runs, key=lambda p: os.path.getmtime(os.path.join(p, "last.pt")), default=None)
 
 
 def summarize(per_method: dict) -> dict:
@@ -66,35 +57,24 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def bucket_names(masks: torch.Tensor) -> list:
-    """Hole-area bucket of each mask: '0-10%', '10-20%', ..."""
-    frac = masks.mean(dim=(1, 2, 3))
-    lo = (frac * 10).floor().clamp(max=9).long() * 10
-    return [f"{int(b)}-{int(b) + 10}%" for b in lo]
-
-
-def bucket_tables(per_method: dict, buckets: list) -> str:
-    """One table per hole-area bucket when the holes fall in more than one bucket."""
-    names = sorted(set(buckets), key=lambda b: int(b.split("-")[0]))
-    if len(names) < 2:
-        return ""
-    parts = []
-    for b in names:
-        idx = torch.tensor([i for i, x in enumerate(buckets) if x == b])
-        sub = {m: {**{k: r[k][idx] for k, _, _ in COLUMNS}, "seconds_per_image": r["seconds_per_image"]}
-               for m, r in per_method.items()}
-        parts.append(f"\n### holes covering {b} of the image ({len(idx)} images)\n\n{markdown_table(summarize(sub))}\n")
-    return "\n## By hole area\n" + "".join(parts)
-
-
-def write_per_image_csv(per_method: dict, names: list, buckets: list, path: str):
+def write_per_image_csv(rows: list, path: str):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["image", "method", "hole_bucket"] + [k for k, _, _ in COLUMNS] + ["ms_per_image_mean"])
-        for method, r in per_method.items():
-            for i, name in enumerate(names):
-                w.writerow([name, method, buckets[i]] + [f"{float(r[k][i]):.6f}" for k, _, _ in COLUMNS]
-                           + [f"{1000 * r['seconds_per_image']:.3f}"])
+        w.writerow(["image", "method", "mask_kind", "hole_bucket", "hole_fraction"] + [k for k, _, _ in COLUMNS])
+        w.writerows(rows)
+
+
+def per_image_rows(per_method: dict, names: list, kind: str, bucket: str, masks: torch.Tensor) -> list:
+    frac = masks.mean(dim=(1, 2, 3))
+    return [[name, method, kind, bucket, f"{float(frac[i]):.4f}"] + [f"{float(r[k][i]):.6f}" for k, _, _ in COLUMNS]
+            for method, r in per_method.items() for i, name in enumerate(names)]
+
+
+def pooled(results: list) -> dict:
+    """Concatenate per-image metrics of several mask sets (e.g. all buckets of a kind)."""
+    out = {k: torch.cat([r[k] for r in results]) for k, _, _ in COLUMNS}
+    out["seconds_per_image"] = sum(r["seconds_per_image"] for r in results) / len(results)
+    return out
 
 
 def hole_crops(images: torch.Tensor, masks: torch.Tensor, pad: int = 8, zoom: int = 0) -> torch.Tensor:
@@ -148,10 +128,16 @@ def render_generator_grids(g, cfg, rt, images_u8, masks, out_dir: str, n: int = 
     save_grid(columns, os.path.join(out_dir, "fixed_inpainting_results.png"), cell=1.3)
 
 
+def default_kinds(cfg: Config) -> list:
+    """Evaluate on the run's own hole kind; square (the seed protocol) for square runs."""
+    return ["square", "boxes", "strokes"] if cfg.mask == "mixed" else [cfg.mask]
+
+
 def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str = "", baselines_only: bool = False,
                 out_dir: "str | None" = None, device: str = "auto", precision: str = "auto",
-                max_images: int = 0, skip_baselines: bool = False) -> dict:
-    """Evaluate and write every output; returns the summary table as a dict."""
+                max_images: int = 0, skip_baselines: bool = False, kinds: "list | None" = None) -> dict:
+    """Evaluate every method on every (kind, bucket) mask set, write every output; returns
+    {kind: {bucket or 'all': summary}}."""
     g = None
     if baselines_only:
         cfg = Config(data_dir=data_dir or os.environ.get(DATA_ENV, ""))
@@ -167,42 +153,88 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
             cfg.data_dir = data_dir
         out_dir = out_dir or run_dir
         print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its test split")
+    kinds = kinds or default_kinds(cfg)
     os.makedirs(out_dir, exist_ok=True)
     split = {**split, "test": split["test"][:max_images] if max_images else split["test"]}
     source = open_splits(cfg, split, ("test",))["test"]
     names = source.names  # without any file that failed to decode
     images = source.take(len(names))  # N, 3, S, S uint8
-    masks = fixed_masks(cfg, len(names), "test")
     rt = choose_runtime(device, precision, cfg.channels_last)
-    per_method = {}
-    if not skip_baselines:
-        for name, fn in BASELINES.items():
-            per_method[name] = evaluate_baseline(fn, images, masks)
     if g is not None:
         g = g.to(rt.device, memory_format=rt.memory_format())
-        per_method[OURS] = evaluate_generator(g, images, masks, rt, keep_outputs=True)
-    summary = summarize(per_method)
-    buckets = bucket_names(masks)
-    table = markdown_table(summary)
-    md = (f"# Test results\n\n{len(names)} test images from {cfg.data_dir}, {cfg.image_size} px, fixed holes "
-          f"(eval seed {cfg.eval_seed}). Mean ± 95% CI over images. Hole SSIM is skimage's SSIM on the hole's "
-          f"bounding box + 3 px.\n\n{table}\n{bucket_tables(per_method, buckets)}")
-    print(table)
+
+    summaries, csv_rows, md, composites_by_kind = {}, [], [], {}
+    for kind in kinds:
+        sets = {b: m for (k, b), m in evaluation_sets(cfg, len(names), "test", [kind]).items()}
+        results = {}
+        for bucket, masks in sets.items():
+            save_mask_pngs(masks, os.path.join(out_dir, "eval_masks", kind if kind == bucket else os.path.join(kind, bucket.rstrip("%"))), names)
+            per_method = {} if skip_baselines else {n: evaluate_baseline(f, images, masks) for n, f in BASELINES.items()}
+            if g is not None:
+                per_method[OURS] = evaluate_generator(g, images, masks, rt, keep_outputs=True)
+            results[bucket] = (masks, per_method)
+            csv_rows += per_image_rows(per_method, names, kind, bucket, masks)
+        methods = list(next(iter(results.values()))[1])
+        all_sets = {m: pooled([pm[m] for _, pm in results.values()]) for m in methods}
+        summaries[kind] = {"all": summarize(all_sets)}
+        title = (f"## {kind} holes: one {cfg.hole_size}x{cfg.hole_size} square per image" if kind == "square"
+                 else f"## {kind} holes: every image once per hole-area bucket ({len(results)} buckets pooled)")
+        md.append(f"{title}\n\n{markdown_table(summaries[kind]['all'])}\n")
+        print(f"\n{title}\n{markdown_table(summaries[kind]['all'])}")
+        if len(results) > 1:
+            for bucket, (masks, per_method) in results.items():
+                summaries[kind][bucket] = summarize(per_method)
+                md.append(f"\n### {kind}, holes covering {bucket} of the image\n\n{markdown_table(summaries[kind][bucket])}\n")
+        # the comparison grid cycles through the buckets so small and large holes both show
+        rows = min(4, len(names))
+        buckets = list(results)
+        pick = [(i, buckets[i % len(buckets)]) for i in range(rows)]
+        grid_masks = torch.stack([results[b][0][i] for i, b in pick])
+        grid = {m: torch.stack([results[b][1][m]["composite"][i] for i, b in pick]) for m in methods}
+        composites_by_kind[kind] = (grid_masks, grid, [i for i, _ in pick])
+    header = (f"# Test results\n\n{len(names)} test images from {cfg.data_dir}, {cfg.image_size} px, fixed holes "
+              f"(eval seed {cfg.eval_seed}; masks saved under eval_masks/). Mean ± 95% CI over images. Hole SSIM is "
+              f"scikit-image's SSIM on the hole's bounding box + 3 px; times are per image on {rt.device}.\n\n")
     with open(os.path.join(out_dir, "results.md"), "w") as fh:
-        fh.write(md)
+        fh.write(header + "\n".join(md))
+    first = summaries[kinds[0]]["all"]
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
-        json.dump({"images": len(names), "image_size": cfg.image_size, "eval_seed": cfg.eval_seed,
-                   "methods": {m: {k: {"mean": v[0], "ci95": v[1]} if isinstance(v, tuple) else v
-                                   for k, v in s.items()} for m, s in summary.items()}}, fh, indent=2)
-    write_per_image_csv(per_method, names, buckets, os.path.join(out_dir, "per_image.csv"))
+        json.dump({"images": len(names), "image_size": cfg.image_size, "eval_seed": cfg.eval_seed, "kinds": kinds,
+                   "methods": to_json(first), "sets": {k: {b: to_json(v) for b, v in s.items()} for k, s in summaries.items()}},
+                  fh, indent=2)
+    write_per_image_csv(csv_rows, os.path.join(out_dir, "per_image.csv"))
     originals = images.float() / 255
-    comparison_figure(originals, masks, {m: r["composite"] for m, r in per_method.items()},
-                      os.path.join(out_dir, "comparison.png"))
+    for n, (kind, (grid_masks, grid, idx)) in enumerate(composites_by_kind.items()):
+        fname = "comparison.png" if n == 0 else f"comparison_{kind}.png"
+        comparison_figure(originals[idx], grid_masks, grid, os.path.join(out_dir, fname))
     if g is not None:
-        render_generator_grids(g, cfg, rt, images, masks, out_dir)
-    print(f"wrote results.md, results.json, per_image.csv, comparison.png"
+        render_generator_grids(g, cfg, rt, images, fixed_masks(cfg, len(names), "test", kinds[0]), out_dir)
+    print(f"wrote results.md, results.json, per_image.csv, comparison*.png, eval_masks/"
           f"{', inpainting_results.png, fixed_inpainting_results.png' if g is not None else ''} to {out_dir}")
-    return summary
+    return summaries
+
+
+def write_mask_examples(path: str, data_dir: str = ""):
+    """The figure of example masks: each kind across the hole-area buckets, over a face when data is given."""
+    cfg = Config(data_dir=data_dir)
+    sets = evaluation_sets(cfg, 1, "test", ["square", "boxes", "strokes"])
+    by_kind = {}
+    for (kind, _), m in sets.items():
+        by_kind.setdefault(kind, []).append(m[0])
+    mixed = Config(mask="mixed").validate()
+    by_kind["mixed"] = list(fixed_masks(mixed, 5, "test"))
+    image = None
+    if data_dir:
+        split = split_files(data_dir, cfg.val_fraction, cfg.test_fraction, 0, cfg.image_size)
+        image = open_splits(cfg, {**split, "test": split["test"][:1]}, ("test",))["test"].take(1)[0].float() / 255
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_mask_examples(by_kind, path, image)
+    print(f"wrote {path}")
+
+
+def to_json(summary: dict) -> dict:
+    return {m: {k: {"mean": v[0], "ci95": v[1]} if isinstance(v, tuple) else v for k, v in s.items()}
+            for m, s in summary.items()}
 
 
 def main(argv=None) -> int:
@@ -214,9 +246,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-baselines", action="store_true", help="evaluate only the generator")
     p.add_argument("--out", default=None, help="folder for the outputs (default: the run folder)")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N test images (0 = all)")
+    p.add_argument("--masks", default="", help="comma-separated hole kinds to evaluate: square (the seed protocol), "
+                   "boxes, strokes (each per hole-area bucket); default: the run's training kind")
+    p.add_argument("--mask-examples", metavar="PNG", default=None,
+                   help="only draw example masks of every kind (one per hole-area bucket) into PNG and exit")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     args = p.parse_args(argv)
+    if args.mask_examples:
+        write_mask_examples(args.mask_examples, args.data_dir)
+        return 0
     try:
         run_dir = args.run_dir
         if not args.baselines_only and run_dir is None:
@@ -226,8 +265,12 @@ def main(argv=None) -> int:
                                   "python main.py, or pass --baselines-only --data-dir DIR")
         if run_dir and not os.path.isdir(run_dir):
             raise ConfigError(f"run folder {run_dir!r} does not exist")
+        kinds = [k.strip() for k in args.masks.split(",") if k.strip()]
+        bad = [k for k in kinds if k not in ("square", "boxes", "strokes")]
+        if bad:
+            raise ConfigError(f"--masks: unknown kind(s) {', '.join(bad)}; choose from square, boxes, strokes")
         run_results(run_dir, args.checkpoint, args.data_dir, args.baselines_only, args.out, args.device,
-                    args.precision, args.max_images, args.no_baselines)
+                    args.precision, args.max_images, args.no_baselines, kinds or None)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -99,10 +99,12 @@ def flops_per_image(cfg: Config) -> dict:
     return {"inference_gflop": infer / 1e9, "train_step_gflop": fc.get_total_flops() / b / 1e9}
 
 
-def measure(cfg: Config, rt: Runtime, batches, steps: int, step_fn=train_step) -> dict:
+def measure(cfg: Config, rt: Runtime, batches, steps: int, compile_generator: bool = False) -> dict:
     """images/s of a training step and of inference; batches() yields uint8 B, 3, S, S batches
     (the decoding cost is part of the measured loop, as in training)."""
     g, d, opts = build(cfg, rt)
+    if compile_generator:
+        g = torch.compile(g)
     out = {}
     it = batches()
 
@@ -113,12 +115,12 @@ def measure(cfg: Config, rt: Runtime, batches, steps: int, step_fn=train_step) -
 
     # pure step: the same batch again, no data work
     x, m = next_batch(0)
-    step_fn(x, m, (g, d), opts, cfg, rt)  # warm-up (allocator, oneDNN primitive caches, compilation)
+    train_step(x, m, (g, d), opts, cfg, rt)  # warm-up (allocator, oneDNN primitive caches, compilation)
     reset_memory(rt)
     sync(rt)
     start = time.perf_counter()
     for _ in range(steps):
-        step_fn(x, m, (g, d), opts, cfg, rt)
+        train_step(x, m, (g, d), opts, cfg, rt)
     sync(rt)
     out["train_step_img_s"] = steps * cfg.batch_size / (time.perf_counter() - start)
     out["train_peak_mb"] = peak_memory_mb(rt)
@@ -126,7 +128,7 @@ def measure(cfg: Config, rt: Runtime, batches, steps: int, step_fn=train_step) -
     start = time.perf_counter()
     for s in range(steps):
         x, m = next_batch(s + 1)
-        step_fn(x, m, (g, d), opts, cfg, rt)
+        train_step(x, m, (g, d), opts, cfg, rt)
     sync(rt)
     out["train_with_data_img_s"] = steps * cfg.batch_size / (time.perf_counter() - start)
     # inference (no grad)
@@ -175,11 +177,13 @@ def synthetic_folder(n: int) -> str:
 
 
 def parity(base: Config, data_dir: str, default_precision: str) -> dict:
-    """Same seed, same steps: validation hole L1 after training in fp32 and in the default precision."""
+    """Same seed, same steps, the default recipe on a small model: validation hole L1 after training
+    in fp32 and in the default precision. (A GAN at 5x the default learning rate is chaotic enough
+    that any rounding difference, bf16 or not, moves the result by >10%: measured, not a bf16 defect.)"""
     out = {}
     cfg = Config(**{**base.__dict__, "data_dir": data_dir, "nf": 16, "image_size": 64, "hole_size": 16,
                     "hole_margin": 8, "batch_size": 20, "epochs": 5, "max_images": 400, "max_val_images": 40,
-                    "lr_g": 1e-3, "lr_d": 1e-3, "workers": 0, "log_every": 10**6})
+                    "workers": 0, "log_every": 10**6})
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("fp32", default_precision):
             run = Config(**{**cfg.__dict__, "precision": precision, "out_dir": tmp, "run_name": precision})
@@ -231,7 +235,7 @@ def main(argv=None):
     print("default:", {k: round(v, 2) for k, v in variants["default"].items()}, flush=True)
     if args.compile:
         variants["default+compile"] = measure(base, default_rt, cached_batches(source, base.batch_size), args.steps,
-                                              step_fn=torch.compile(train_step))
+                                              compile_generator=True)
         print("default+compile:", {k: round(v, 2) for k, v in variants["default+compile"].items()}, flush=True)
 
     # a real training epoch through main.train: data, augmentation, holes, step, progress bar and its syncs

@@ -82,3 +82,32 @@ def test_real_images_short_run(real_data, tmp_path):
                "--image-size", "64", "--hole-size", "16", "--hole-margin", "8", "--max-images", "60", "--epochs", "1")
     proc = run_script("results.py", os.path.join(out, "real"), "--out", str(tmp_path / "res"))
     assert "| ours |" in proc.stdout
+
+
+def test_strokes_training_and_per_kind_per_bucket_results(faces_dir, tmp_path):
+    out = str(tmp_path / "out")
+    run_script("main.py", "--preset", "tiny", "--data-dir", faces_dir, "--out-dir", out, "--run-name", "s",
+               "--mask", "strokes", "--epochs", "1")
+    cfg = json.load(open(os.path.join(out, "s", "config.json")))
+    assert cfg["mask"] == "strokes"
+    res_dir = str(tmp_path / "res")
+    proc = run_script("results.py", os.path.join(out, "s"), "--masks", "strokes,boxes,square", "--out", res_dir)
+    res = json.load(open(os.path.join(res_dir, "results.json")))
+    assert res["kinds"] == ["strokes", "boxes", "square"]
+    for kind in ("strokes", "boxes"):
+        assert set(res["sets"][kind]) == {"all", "0-10%", "10-20%", "20-30%", "30-40%", "40-50%"}
+        assert set(res["sets"][kind]["30-40%"]) == {"ours", "mean fill", "Telea", "Navier-Stokes", "biharmonic"}
+    md = open(os.path.join(res_dir, "results.md")).read()
+    assert "### strokes, holes covering 40-50% of the image" in md and "## square holes" in md
+    for f in ("comparison.png", "comparison_boxes.png", "comparison_square.png"):
+        assert os.path.isfile(os.path.join(res_dir, f)), f
+    n_test = len(json.load(open(os.path.join(out, "s", "split.json")))["test"])
+    assert len(os.listdir(os.path.join(res_dir, "eval_masks", "strokes", "20-30"))) == n_test
+    rows = list(csv.DictReader(open(os.path.join(res_dir, "per_image.csv"))))
+    assert len(rows) == n_test * 5 * (5 + 5 + 1)  # images x methods x (buckets of two kinds + square)
+    assert "unknown kind" in run_script("results.py", os.path.join(out, "s"), "--masks", "circles", check=False).stderr
+
+
+def test_mask_examples_figure(tmp_path):
+    run_script("results.py", "--mask-examples", str(tmp_path / "m.png"))
+    assert os.path.getsize(tmp_path / "m.png") > 10_000

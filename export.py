@@ -1,0 +1,59 @@
+"""Export the generator to ONNX (dynamic batch, height and width; weights embedded in the one file).
+
+    python export.py                                  # newest run's best.pt (or the shipped weights) -> same name .onnx
+    python export.py --checkpoint out/RUN/best.pt -o model.onnx
+
+Inputs: image (B, 3, H, W) in [-1, 1] with H, W multiples of 8, and mask (B, 1, H, W), 1 = hole.
+Output: the generator's raw output (B, 3, H, W) in [-1, 1]; composite it as mask * out + (1 - mask) * image.
+Run it with onnxruntime, e.g. python inpaint.py PHOTO --box x,y,w,h -o OUT.png --engine onnx.
+"""
+import argparse
+import os
+import sys
+import warnings
+
+import torch
+
+from checkpoints import CheckpointError, default_checkpoint, generator_from_checkpoint, load_checkpoint
+
+MAX_SIDE_OVER_8 = 1024  # the exported graph accepts up to 8192 px per side
+
+
+def export_onnx(generator: torch.nn.Module, path: str, size: int = 200) -> str:
+    """Write `generator` (fp32, eval) to `path` as one self-contained ONNX file."""
+    g = generator.float().eval().to("cpu")
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    m = torch.zeros(2, 1, size, size)
+    m[..., size // 4: size // 2, size // 4: size // 2] = 1
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    h8 = torch.export.Dim("h8", min=2, max=MAX_SIDE_OVER_8)  # height = 8 * h8: the U-Net pools three times
+    w8 = torch.export.Dim("w8", min=2, max=MAX_SIDE_OVER_8)
+    shapes = {"image": {0: batch, 2: 8 * h8, 3: 8 * w8}, "mask": {0: batch, 2: 8 * h8, 3: 8 * w8}}
+    tmp = path + ".partial"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use
+        torch.onnx.export(g, (x, m), tmp, input_names=["image", "mask"], output_names=["output"],
+                          dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("--checkpoint", help="generator checkpoint (default: shipped weights, else newest run's best.pt)")
+    p.add_argument("-o", "--output", help="ONNX file (default: the checkpoint's name with .onnx)")
+    args = p.parse_args(argv)
+    try:
+        ckpt_path = args.checkpoint or default_checkpoint()
+        g, cfg = generator_from_checkpoint(load_checkpoint(ckpt_path))
+        out = args.output or os.path.splitext(ckpt_path)[0] + ".onnx"
+        export_onnx(g, out, cfg.image_size)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({os.path.getsize(out) / 2 ** 20:.1f} MB) from {ckpt_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""inpaint.py (any photo size, folder mode, bad input) and export.py (ONNX agrees with PyTorch)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_script
+from inpaint import Inpainter, box_mask, read_mask, window_for
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_run):
+    return os.path.join(tiny_run[0], "best.pt")
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    arr = (rng.random((90, 130, 3)) * 255).astype(np.uint8)  # larger than the tiny model's 32 px, not square
+    path = tmp_path_factory.mktemp("photo") / "face.jpg"
+    Image.fromarray(arr).save(path, quality=95)
+    return str(path)
+
+
+def load(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_box_inpainting_changes_only_the_hole(checkpoint, photo_path, tmp_path):
+    out = tmp_path / "out.png"
+    run_script("inpaint.py", photo_path, "--box", "40,30,12,10", "-o", str(out), "--checkpoint", checkpoint)
+    before, after = load(photo_path), load(out)
+    hole = np.zeros(before.shape[:2], bool)
+    hole[30:40, 40:52] = True
+    assert after.shape == before.shape
+    assert np.array_equal(after[~hole], before[~hole])  # every other pixel bit-identical
+    assert not np.array_equal(after[hole], before[hole])
+
+
+def test_mask_file_any_size_and_several_holes(checkpoint, photo_path, tmp_path):
+    mask = np.zeros((45, 65), np.uint8)  # half the photo's size: resized with nearest neighbour
+    mask[5:10, 5:12] = 255
+    mask[30:40, 45:60] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = tmp_path / "out.png"
+    run_script("inpaint.py", photo_path, "--mask", str(tmp_path / "m.png"), "-o", str(out), "--checkpoint", checkpoint)
+    before, after = load(photo_path), load(out)
+    hole = np.asarray(Image.fromarray(mask).resize((130, 90), Image.NEAREST)) > 127
+    changed = (after != before).any(-1)
+    assert not changed[~hole].any() and changed[hole].mean() > 0.5
+
+
+def test_windows_keep_context_and_stay_inside():
+    assert window_for((10, 10, 20, 20), (1000, 1000), 200) == (0, 0, 200, 200)
+    t, le, h, w = window_for((500, 600, 600, 700), (1000, 1000), 200)
+    assert h == w == 400 and t <= 500 and t + h >= 600 and le <= 600 and le + w >= 700
+    assert window_for((0, 0, 50, 300), (100, 300), 200) == (0, 0, 100, 300)  # clipped to the photo
+
+
+def test_alpha_layer_mask_and_photo_rejected_as_mask(tmp_path):
+    layer = np.zeros((20, 20, 4), np.uint8)
+    layer[5:9, 5:9] = (255, 0, 0, 255)  # a red brush stroke on a transparent layer
+    Image.fromarray(layer).save(tmp_path / "layer.png")
+    assert read_mask(str(tmp_path / "layer.png"), (20, 20)).sum() == 16
+    noise = (np.random.default_rng(0).random((20, 20, 3)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "photo.png")
+    with pytest.raises(Exception, match="does not look like a mask"):
+        read_mask(str(tmp_path / "photo.png"), (20, 20))
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("unreadable", "not a readable image"),
+    ("empty_mask", "marks no pixel as hole"),
+    ("full_mask", "covers the whole photo"),
+    ("photo_mask", "does not look like a mask"),
+    ("missing_ckpt", "not found"),
+    ("too_big", "over the"),
+    ("bad_box", "--box"),
+])
+def test_bad_input_fails_clearly_and_writes_nothing(checkpoint, photo_path, tmp_path, case, expect):
+    photo, ckpt = photo_path, checkpoint
+    args = []
+    if case == "unreadable":
+        (tmp_path / "x.jpg").write_text("no image")
+        photo, args = str(tmp_path / "x.jpg"), ["--box", "1,1,4,4"]
+    elif case in ("empty_mask", "full_mask"):
+        Image.fromarray(np.full((90, 130), 0 if case == "empty_mask" else 255, np.uint8)).save(tmp_path / "m.png")
+        args = ["--mask", str(tmp_path / "m.png")]
+    elif case == "photo_mask":
+        args = ["--mask", photo_path]
+    elif case == "missing_ckpt":
+        ckpt, args = str(tmp_path / "nope.pt"), ["--box", "1,1,4,4"]
+    elif case == "too_big":
+        args = ["--box", "1,1,4,4", "--max-pixels", "1000"]
+    elif case == "bad_box":
+        args = ["--box", "1,2,3"]
+    out = tmp_path / "out.png"
+    proc = run_script("inpaint.py", photo, *args, "-o", str(out), "--checkpoint", ckpt, check=False)
+    assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
+    assert not out.exists() and not [f for f in os.listdir(tmp_path) if "partial" in f]
+
+
+def test_folder_mode(checkpoint, tmp_path):
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+        mask = np.zeros((40, 48), np.uint8)
+        mask[10:20, 10:20] = 255
+        Image.fromarray(mask).save(tmp_path / f"{name}_mask.png")
+    Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / "c.png")  # no mask: skipped
+    proc = run_script("inpaint.py", str(tmp_path), "--out", str(tmp_path / "done"), "--checkpoint", checkpoint)
+    assert sorted(os.listdir(tmp_path / "done")) == ["a.png", "b.png"] and "wrote 2 images" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def onnx_model(checkpoint, tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="pip install -r requirements-onnx.txt")
+    path = str(tmp_path_factory.mktemp("onnx") / "g.onnx")
+    run_script("export.py", "--checkpoint", checkpoint, "-o", path)
+    return path
+
+
+@pytest.mark.parametrize("b, h, w", [(1, 32, 32), (2, 48, 64), (3, 104, 40)])
+def test_onnx_matches_pytorch_on_sizes_divisible_by_8(onnx_model, checkpoint, b, h, w):
+    import onnxruntime as ort
+    from checkpoints import generator_from_checkpoint, load_checkpoint
+    g, _ = generator_from_checkpoint(load_checkpoint(checkpoint))
+    x = torch.rand(b, 3, h, w) * 2 - 1
+    m = (torch.rand(b, 1, h, w) > 0.7).float()
+    with torch.no_grad():
+        ref = g.float()(x, m).numpy()
+    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    out = session.run(None, {"image": x.numpy(), "mask": m.numpy()})[0]
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-4
+
+
+def test_inpaint_with_the_onnx_engine(onnx_model, checkpoint, photo_path, tmp_path):
+    out_onnx, out_torch = tmp_path / "onnx.png", tmp_path / "torch.png"
+    common = [photo_path, "--box", "40,30,12,10", "--checkpoint", checkpoint]
+    run_script("inpaint.py", *common, "-o", str(out_onnx), "--engine", "onnx", "--onnx", onnx_model)
+    run_script("inpaint.py", *common, "-o", str(out_torch), "--device", "cpu")
+    diff = np.abs(load(out_onnx).astype(int) - load(out_torch).astype(int))
+    assert diff.max() <= 2  # fp32 both ways; rounding to uint8 may differ by one step
+
+
+def test_inpainter_in_process(checkpoint):
+    inp = Inpainter(checkpoint, device="cpu")
+    photo = (np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)
+    out = inp(photo, box_mask("10,10,8,8", photo.shape))
+    assert out.dtype == np.uint8 and out.shape == photo.shape
