@@ -60,13 +60,16 @@ def build_demo(inpainter: Inpainter, max_pixels: int = DEFAULT_MAX_PIXELS):
     import gradio as gr
     with gr.Blocks(title="Face inpainting") as demo:
         gr.Markdown("## Face inpainting\nUpload a photo, paint over what should go, press **Inpaint**.")
-        editor = gr.ImageMask(label="photo: paint the hole", type="numpy", sources=["upload", "clipboard"],
-                              layers=False, elem_id="editor",
-                              brush=gr.Brush(default_size=16, colors=["#ffffff"], color_mode="fixed"))
+        # PNG, not the default webp: a lossy round trip would blur the painted mask's edges
+        editor = gr.ImageMask(label="photo: paint the hole", type="numpy", image_mode="RGB", format="png",
+                              sources=["upload", "clipboard"], layers=False, elem_id="editor",
+                              brush=gr.Brush(default_size="auto", colors=["#ffffff"], color_mode="fixed"))
         button = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
         with gr.Row():
-            original = gr.Image(label="original", type="numpy", format="png", interactive=False, elem_id="original")
-            result = gr.Image(label="inpainted", type="numpy", format="png", interactive=False, elem_id="result")
+            original = gr.Image(label="original", type="numpy", format="png", interactive=False, elem_id="original",
+                                height=360)
+            result = gr.Image(label="inpainted", type="numpy", format="png", interactive=False, elem_id="result",
+                              height=360, buttons=["download"])
         button.click(make_handler(inpainter, max_pixels), inputs=editor, outputs=[original, result])
     return demo
 

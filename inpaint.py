@@ -129,7 +129,7 @@ class Inpainter:
 
     def run_model(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """size x size: uint8 image (H, W, 3) and bool mask -> generator output in [0, 1] (H, W, 3)."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1  # 1, 3, S, S
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1  # 1, 3, S, S
         m = torch.from_numpy(mask)[None, None].float()                           # 1, 1, S, S
         if self.engine == "onnx":
             out = torch.from_numpy(self.session.run(None, {"image": x.numpy(), "mask": m.numpy()})[0])
