@@ -20,6 +20,7 @@ from tqdm import tqdm
 from checkpoints import CheckpointError, atomic_save, build_discriminator, build_generator, load_checkpoint
 from config import Config, ConfigError, build_parser, choose_runtime, format_config, resolve_config
 from dataset import DataError, augment, epoch_order, open_splits, split_files, to_model_range, to_unit_range
+from distributed import Distributed
 from evaluation import evaluate_generator
 from losses import discriminator_loss, edge_loss, generator_adversarial_loss, l1_loss, ssim_loss
 from masks import dilate, fixed_masks, rng_for, training_masks
@@ -69,9 +70,14 @@ class StopFlag:
               "(press Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
 
 
-def train_step(batch, mask, nets, opts, cfg: Config, rt) -> "dict | None":
+def all_finite(loss: torch.Tensor) -> bool:
+    return bool(torch.isfinite(loss))
+
+
+def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "dict | None":
     """One discriminator update then one generator update; returns detached losses on the device,
-    or None when a loss was NaN/inf (then no weights changed)."""
+    or None when a loss was NaN/inf (then no weights changed). Under DDP, `finite` asks every rank,
+    so all of them skip together; nets may be DDP-wrapped."""
     g, d = nets
     opt_g, opt_d = opts
     use_gan = cfg.w_adv > 0
@@ -86,7 +92,7 @@ def train_step(batch, mask, nets, opts, cfg: Config, rt) -> "dict | None":
         with rt.autocast():
             real_logits, fake_logits = d(batch).float(), d(composite.detach()).float()
         loss_d = discriminator_loss(real_logits, fake_logits)
-        if not torch.isfinite(loss_d):
+        if not finite(loss_d):
             return None
         opt_d.zero_grad(set_to_none=True)
         backward_and_step(loss_d, opt_d, rt)
@@ -96,12 +102,15 @@ def train_step(batch, mask, nets, opts, cfg: Config, rt) -> "dict | None":
     loss_g = cfg.w_l1 * losses["l1"] + cfg.w_edge * losses["edge"] + cfg.w_ssim * losses["ssim_loss"]
     gan_g = torch.zeros((), device=batch.device)
     if use_gan:
-        d.requires_grad_(False)  # the generator's step needs no discriminator gradients
+        # The generator's step needs no discriminator gradients; the plain module (not its DDP
+        # wrapper) is used, since DDP expects every forward with grad-requiring weights to backward.
+        plain_d = getattr(d, "module", d)
+        plain_d.requires_grad_(False)
         with rt.autocast():
-            gan_g = generator_adversarial_loss(d(composite).float())
-        d.requires_grad_(True)
+            gan_g = generator_adversarial_loss(plain_d(composite).float())
+        plain_d.requires_grad_(True)
         loss_g = loss_g + cfg.w_adv * gan_g
-    if not torch.isfinite(loss_g):
+    if not finite(loss_g):
         return None
     opt_g.zero_grad(set_to_none=True)
     backward_and_step(loss_g, opt_g, rt)
@@ -158,46 +167,77 @@ def write_json(obj, path: str):
     os.replace(tmp, path)
 
 
-def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = None,
-          on_epoch=None) -> dict:
-    """Train per cfg into run_dir (a new folder when None); resume from a loaded last.pt dict.
+def log(dist: Distributed, *args, **kw):
+    """print on rank 0 only."""
+    if dist.is_main:
+        print(*args, **kw, flush=True)
 
-    on_epoch(epoch, row) is called after each validation (tune.py uses it for pruning).
-    Returns the final history row plus the run folder.
-    """
-    rt = choose_runtime(cfg.device, cfg.precision, cfg.channels_last)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = run_dir or make_run_dir(cfg)
-    print(f"run folder: {run_dir}\ndevice {rt.device}, precision {rt.precision}, "
-          f"channels_last {rt.channels_last}, threads {torch.get_num_threads()}\nconfig:\n{format_config(cfg)}",
-          flush=True)
-    write_json(cfg.to_dict(), os.path.join(run_dir, "config.json"))
 
+def prepare_run(cfg: Config, dist: Distributed, run_dir: "str | None", resume: "dict | None") -> tuple:
+    """(run folder, split): rank 0 creates the folder and writes config.json and split.json."""
+    if run_dir is None:
+        run_dir = dist.broadcast(make_run_dir(cfg) if dist.is_main else None)
     split_path = os.path.join(run_dir, "split.json")
     if resume:
         with open(split_path) as fh:
             split = json.load(fh)
     else:
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
-        write_json(split, split_path)
-    print(f"data: {cfg.data_dir} -> train/val/test = {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
+    if dist.is_main:
+        write_json(cfg.to_dict(), os.path.join(run_dir, "config.json"))
+        if not resume:
+            write_json(split, split_path)
+    return run_dir, split
+
+
+def load_data(cfg: Config, split: dict, dist: Distributed) -> tuple:
+    """(training ImageSource, fixed validation images, their fixed holes)."""
+    log(dist, f"data: {cfg.data_dir} -> train/val/test = {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
     t0 = time.perf_counter()
     sources = open_splits(cfg, split, ("train", "val"))
     train_src = sources["train"]
-    print(f"decoded in {time.perf_counter() - t0:.1f}s "
-          f"({'RAM cache' if train_src.cache is not None else 'streaming from disk'})", flush=True)
-    if len(train_src) < cfg.batch_size:
-        raise DataError(f"the training split has {len(train_src)} images, fewer than --batch-size {cfg.batch_size}")
+    log(dist, f"decoded in {time.perf_counter() - t0:.1f}s "
+              f"({'RAM cache' if train_src.cache is not None else 'streaming from disk'})")
+    if len(train_src) < cfg.batch_size * dist.world:
+        raise DataError(f"the training split has {len(train_src)} images, fewer than --batch-size {cfg.batch_size}"
+                        f" x {dist.world} processes")
     n_val = len(sources["val"]) if not cfg.max_val_images else min(cfg.max_val_images, len(sources["val"]))
-    val_images = sources["val"].take(n_val)
-    val_masks = fixed_masks(cfg, n_val, "val")
+    return train_src, sources["val"].take(n_val), fixed_masks(cfg, n_val, "val")
 
-    torch.manual_seed(cfg.seed)
+
+def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = None,
+          on_epoch=None) -> dict:
+    """Train per cfg into run_dir (a new folder when None); resume from a loaded last.pt dict.
+
+    Under torchrun (WORLD_SIZE > 1) every process trains on its share of each epoch with
+    DistributedDataParallel (batch_size per process); rank 0 alone writes, prints and validates.
+    on_epoch(epoch, row) is called after each validation (tune.py uses it for pruning).
+    Returns the final history row plus the run folder.
+    """
+    rt = choose_runtime(cfg.device, cfg.precision, cfg.channels_last)
+    dist = Distributed(rt.device.type)
+    rt.device = dist.device(rt.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        run_dir, split = prepare_run(cfg, dist, run_dir, resume)
+        log(dist, f"run folder: {run_dir}\ndevice {rt.device}, precision {rt.precision}, channels_last "
+                  f"{rt.channels_last}, threads {torch.get_num_threads()}, processes {dist.world}\n"
+                  f"config:\n{format_config(cfg)}")
+        train_src, val_images, val_masks = load_data(cfg, split, dist)
+        return _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch)
+    finally:
+        dist.close()
+
+
+def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch) -> dict:
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     g, d = build_generator(cfg), build_discriminator(cfg)
     table = parameter_table(g)
-    print("generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in table.items()))
-    print(f"discriminator parameters: {count_parameters(d):,}", flush=True)
+    log(dist, "generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in table.items()))
+    log(dist, f"discriminator parameters: {count_parameters(d):,}")
+    if dist.enabled and rt.device.type == "cuda":
+        d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(d)  # batch statistics over all GPUs
     g = g.to(rt.device, memory_format=rt.memory_format())
     d = d.to(rt.device, memory_format=rt.memory_format())
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
@@ -212,10 +252,17 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
             rt.scaler.load_state_dict(resume["scaler"])
         start_epoch, start_step = resume["epoch"], resume["step_in_epoch"]
         history, best, bad_total = resume["history"], resume["best"], resume.get("bad_steps", 0)
-        print(f"resuming at epoch {start_epoch + 1}, step {start_step}", flush=True)
+        log(dist, f"resuming at epoch {start_epoch + 1}, step {start_step}")
     # Compiling the generator alone: compiling the whole step trips an inductor stride assertion in
-    # replication_pad2d_backward (torch 2.13, channels_last). It shares g's parameters.
+    # replication_pad2d_backward (torch 2.13, channels_last). Wrappers share g's and d's parameters.
     g_step = torch.compile(g) if cfg.compile else g
+    d_step = d
+    finite = all_finite
+    if dist.enabled:
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        g_step = torch.nn.parallel.DistributedDataParallel(g_step, device_ids=ids)
+        d_step = torch.nn.parallel.DistributedDataParallel(d, device_ids=ids)
+        finite = lambda loss: dist.all_true(bool(torch.isfinite(loss)), rt.device)  # noqa: E731
 
     def checkpoint(epoch: int, step_in_epoch: int, partial: "dict | None" = None) -> dict:
         """Everything needed to continue; `partial` carries a stopped epoch's running loss sums."""
@@ -223,15 +270,18 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "scaler": rt.scaler.state_dict() if rt.scaler is not None else {},
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "history": history, "best": best,
-                "bad_steps": bad_total, "partial_epoch": partial or {}, "torch_version": str(torch.__version__)}
+                "bad_steps": bad_total, "partial_epoch": partial or {}, "world_size": dist.world,
+                "torch_version": str(torch.__version__)}
 
-    steps_per_epoch = len(train_src) // cfg.batch_size
+    steps_per_epoch = len(train_src) // (cfg.batch_size * dist.world)
     last_path = os.path.join(run_dir, "last.pt")
     resume_cmd = f"python main.py --resume {shlex.quote(run_dir)}"
     with StopFlag() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             g.train(), d.train()
-            order = epoch_order(len(train_src), cfg.seed, epoch)
+            # single process: a pure function of (seed, epoch); under DDP this rank's shard of it
+            order = dist.epoch_order(len(train_src), cfg.seed, epoch) if dist.enabled else \
+                epoch_order(len(train_src), cfg.seed, epoch)
             first = start_step if epoch == start_epoch else 0
             sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
             good = consecutive_bad = 0
@@ -239,19 +289,21 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
                 sums = {k: torch.tensor(v, device=rt.device) for k, v in resume["partial_epoch"]["sums"].items()}
                 good = resume["partial_epoch"]["good"]
             bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       dynamic_ncols=True, mininterval=1.0, file=sys.stdout)
+                       dynamic_ncols=True, mininterval=1.0, file=sys.stdout, disable=not dist.is_main)
             t_epoch, seen = time.perf_counter(), 0
             for step, batch in enumerate(train_src.batches(order[first * cfg.batch_size:], cfg.batch_size, True),
                                          start=first):
-                rng = rng_for(cfg.seed, epoch, step)  # holes and augmentation of this step alone
+                # holes and augmentation of this step alone (and of this rank under DDP)
+                rng = rng_for(cfg.seed, epoch, step, dist.rank) if dist.enabled else rng_for(cfg.seed, epoch, step)
                 x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
                 m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
-                out = train_step(x, m, (g_step, d), (opt_g, opt_d), cfg, rt)
+                out = train_step(x, m, (g_step, d_step), (opt_g, opt_d), cfg, rt, finite)
                 if out is None:
                     bad_total += 1
                     consecutive_bad += 1
-                    tqdm.write(f"step {step} of epoch {epoch + 1}: NaN/inf loss, update skipped "
-                               f"({consecutive_bad} in a row, {bad_total} in total)")
+                    if dist.is_main:
+                        tqdm.write(f"step {step} of epoch {epoch + 1}: NaN/inf loss, update skipped "
+                                   f"({consecutive_bad} in a row, {bad_total} in total)")
                     if consecutive_bad >= cfg.max_bad_steps:
                         bar.close()
                         raise TrainingStopped(
@@ -269,30 +321,38 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
                     means = {k: (v / max(good, 1)).item() for k, v in sums.items()}  # the only sync
                     bar.set_postfix(G=f"{means['gan_g']:.3f}", D=f"{means['gan_d']:.3f}", L1=f"{means['l1']:.4f}",
                                     ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
-                if stop.signum is not None:
+                if dist.any_true(stop.signum is not None, rt.device):  # every rank stops after the same step
                     bar.close()
-                    partial = {"sums": {k: v.item() for k, v in sums.items()}, "good": good}
-                    atomic_save(checkpoint(epoch, step + 1, partial), last_path)
-                    raise TrainingStopped(f"stopped by {signal.Signals(stop.signum).name} after step {step + 1} "
+                    partial = {"sums": {k: v.item() for k, v in dist.mean(sums).items()}, "good": good}
+                    if dist.is_main:
+                        atomic_save(checkpoint(epoch, step + 1, partial), last_path)
+                    dist.barrier()  # torchrun ends the other workers once one exits: let rank 0 finish saving
+                    signum = stop.signum or signal.SIGTERM
+                    raise TrainingStopped(f"stopped by {signal.Signals(signum).name} after step {step + 1} "
                                           f"of epoch {epoch + 1}; saved {last_path}. Resume with:\n  {resume_cmd}",
-                                          128 + stop.signum)
+                                          128 + signum)
             bar.close()
             train_seconds = time.perf_counter() - t_epoch
-            train_means = {f"train_{k}": (v / max(good, 1)).item() for k, v in sums.items()}
-
+            train_means = {f"train_{k}": v.item() for k, v in dist.mean({k: v / max(good, 1) for k, v in sums.items()}).items()}
+            stopping = dist.any_true(stop.signum is not None, rt.device)
+            if not dist.is_main:  # rank 0 validates, writes and saves; the others wait for it
+                dist.barrier()
+                if stopping:
+                    raise TrainingStopped("stopped with rank 0", 128 + (stop.signum or signal.SIGTERM))
+                continue
             val = evaluate_generator(g, val_images, val_masks, rt, cfg.batch_size, discriminator=d,
                                      keep_outputs=True)
             row = {"epoch": epoch + 1, **train_means,
                    "val_gan_g": val["gan_g"], "val_gan_d": val["gan_d"],
                    **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr")},
-                   "train_images_per_s": seen / train_seconds, "seconds": train_seconds}
+                   "train_images_per_s": seen * dist.world / train_seconds, "seconds": train_seconds}
             history.append(row)
             print(f"epoch {epoch + 1}: val hole L1 {row['val_l1']:.4f}  PSNR {row['val_psnr']:.2f} dB  "
                   f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  G {row['val_gan_g']:.3f}  "
                   f"D {row['val_gan_d']:.3f}  ({row['train_images_per_s']:.2f} img/s)", flush=True)
             write_metrics_csv(history, os.path.join(run_dir, "metrics.csv"))
             save_training_plot(history, os.path.join(run_dir, "training_plot.png"))
-            k = min(cfg.grid_images, n_val)
+            k = min(cfg.grid_images, len(val_images))
             originals = to_unit_range(val_images[:k].float() / 127.5 - 1)
             os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
             save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
@@ -306,12 +366,17 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
             atomic_save(state, last_path)
             if improved:
                 atomic_save(state, os.path.join(run_dir, "best.pt"))
+            dist.barrier()
             if on_epoch is not None:
                 on_epoch(epoch + 1, row)
-            if stop.signum is not None:
-                raise TrainingStopped(f"stopped by {signal.Signals(stop.signum).name} after epoch {epoch + 1}; "
-                                      f"saved {last_path}. Resume with:\n  {resume_cmd}", 128 + stop.signum)
-    print(f"done: {run_dir} (best val {cfg.best_metric} {best:.4f}); evaluate with: python results.py {run_dir}")
+            if stopping:
+                signum = stop.signum or signal.SIGTERM
+                raise TrainingStopped(f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1}; "
+                                      f"saved {last_path}. Resume with:\n  {resume_cmd}", 128 + signum)
+    if dist.enabled:
+        log(dist, f"parameters identical across {dist.world} processes: {dist.parameters_identical(g)}")
+    log(dist, f"done: {run_dir} (best val {cfg.best_metric} {best if best is not None else float('nan'):.4f}); "
+              f"evaluate with: python results.py {run_dir}")
     return {"run_dir": run_dir, **(history[-1] if history else {})}
 
 

@@ -146,6 +146,35 @@ def measure(cfg: Config, rt: Runtime, batches, steps: int, compile_generator: bo
     return out
 
 
+def onnx_inference(cfg: Config, steps: int) -> "dict | None":
+    """images/s of the exported generator under onnxruntime (fp32, CPU) vs PyTorch fp32 on the same batch."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from export import export_onnx
+    rt = choose_runtime("cpu", "fp32", False)
+    g, _, _ = build(cfg, rt)
+    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size) * 2 - 1
+    m = training_masks(cfg, cfg.batch_size, rng_for(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(g, os.path.join(tmp, "g.onnx"), cfg.image_size)
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        feed = {"image": x.numpy(), "mask": m.numpy()}
+        session.run(None, feed)
+        start = time.perf_counter()
+        for _ in range(steps):
+            session.run(None, feed)
+        ort_rate = steps * cfg.batch_size / (time.perf_counter() - start)
+    with torch.no_grad():
+        g.eval()(x, m)
+        start = time.perf_counter()
+        for _ in range(steps):
+            g(x, m)
+        torch_rate = steps * cfg.batch_size / (time.perf_counter() - start)
+    return {"onnxruntime_fp32_img_s": ort_rate, "torch_fp32_img_s": torch_rate}
+
+
 def naive_batches(files: ImageFiles, batch_size: int):
     """Decode every image with PIL on every use, one item at a time (no cache, no workers)."""
     def gen():
@@ -251,6 +280,7 @@ def main(argv=None):
              "peak_mb": peak_rss_mb()}
 
     par = None if args.skip_parity else parity(base, data_dir, default_rt.precision)
+    onnx = onnx_inference(base, args.steps)
 
     def pct(gflops, dtype):
         return 100 * gflops / peaks[dtype]
@@ -282,6 +312,10 @@ def main(argv=None):
           f"GFLOP per image: inference {flops['inference_gflop']:.1f}, training step {flops['train_step_gflop']:.1f}")
     print(f"whole epoch (main.train, {len(train_names)} images): {epoch['img_s']:.2f} img/s = "
           f"{100 * epoch['fraction_of_step_rate']:.0f}% of the pure step rate; peak RSS {epoch['peak_mb']:.0f} MB")
+    if onnx:
+        print(f"inference, fp32 NCHW on CPU: onnxruntime {onnx['onnxruntime_fp32_img_s']:.2f} img/s, PyTorch "
+              f"{onnx['torch_fp32_img_s']:.2f} img/s (the default bf16 + channels_last PyTorch path: "
+              f"{variants['default']['inference_img_s']:.2f} img/s)")
     if par:
         print(f"precision parity after {par['steps']} steps (nf 16, 64 px): val hole L1 fp32 {par['fp32']:.4f}, "
               f"{default_rt.precision} {par[default_rt.precision]:.4f} ({100 * par['relative_difference']:.1f}% apart)")
@@ -292,7 +326,7 @@ def main(argv=None):
                               "threads": torch.get_num_threads(), "torch": str(torch.__version__),
                               "data_dir": data_dir},
                    "matmul_peak_gflop_s": peaks, "gflop_per_image": flops, "variants": rows, "ratios": ratios,
-                   "epoch": epoch, "parity": par}, fh, indent=2)
+                   "epoch": epoch, "parity": par, "onnx": onnx}, fh, indent=2)
     print(f"wrote {args.json}")
 
 
