@@ -202,6 +202,8 @@ def main(argv=None) -> int:
     p.add_argument("--onnx", help="ONNX file for --engine onnx (default: the checkpoint's name with .onnx)")
     p.add_argument("--device", default="auto")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger photos and masks")
+    p.add_argument("--compare", action="store_true",
+                   help="write the photo with its hole painted white beside the result, instead of the result alone")
     args = p.parse_args(argv)
     try:
         if os.path.isdir(args.photo):
@@ -224,7 +226,12 @@ def main(argv=None) -> int:
         mask = read_mask(args.mask, photo.shape, args.max_pixels) if args.mask else box_mask(args.box, photo.shape)
         check_mask(mask, args.mask or f"--box {args.box}")
         inpainter = Inpainter(args.checkpoint, args.engine, args.onnx, args.device)
-        write_image(inpainter(photo, mask), args.output)
+        result = inpainter(photo, mask)
+        if args.compare:
+            before = np.where(mask[..., None], 255, photo).astype(np.uint8)
+            gap = np.full((photo.shape[0], max(photo.shape[1] // 40, 4), 3), 255, np.uint8)
+            result = np.concatenate([before, gap, result], axis=1)  # H, 2W + gap, 3
+        write_image(result, args.output)
         print(f"wrote {args.output} ({photo.shape[1]}x{photo.shape[0]}, {int(mask.sum())} hole pixels, "
               f"model {inpainter.checkpoint})")
     except (InpaintError, CheckpointError, ConfigError) as e:

@@ -39,6 +39,15 @@ def test_box_inpainting_changes_only_the_hole(checkpoint, photo_path, tmp_path):
     assert not np.array_equal(after[hole], before[hole])
 
 
+def test_compare_writes_input_and_result_side_by_side(checkpoint, photo_path, tmp_path):
+    out = tmp_path / "cmp.png"
+    run_script("inpaint.py", photo_path, "--box", "40,30,12,10", "-o", str(out), "--checkpoint", checkpoint,
+               "--compare")
+    both, photo = load(out), load(photo_path)
+    assert both.shape[0] == 90 and both.shape[1] > 2 * 130
+    assert (both[30:40, 40:52] == 255).all() and np.array_equal(both[:, :40], photo[:, :40])
+
+
 def test_mask_file_any_size_and_several_holes(checkpoint, photo_path, tmp_path):
     mask = np.zeros((45, 65), np.uint8)  # half the photo's size: resized with nearest neighbour
     mask[5:10, 5:12] = 255
