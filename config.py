@@ -168,20 +168,21 @@ PRESETS = {
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     """One flag per Config field (--image-size for image_size), plus --preset and --config."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named starting point (default: seed)")
     parser.add_argument("--config", default=None, help="JSON file of config values (e.g. a run's config.json)")
     for f in fields(Config):
         if f.name == "preset":
             continue
         flag = "--" + f.name.replace("_", "-")
+        # SUPPRESS keeps flags the user did not give out of the namespace, so presets and config
+        # files are not overwritten by defaults; the default is shown in the help text instead.
+        text = f"{f.metadata['help']} (default: {f.default!r})".replace("%", "%%")
         if f.type in (bool, "bool"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f.metadata["help"])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
             typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f.metadata["help"],
-                                metavar=f.name.upper())
+            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=text, metavar=f.name.upper())
     return parser
 
 

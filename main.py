@@ -380,7 +380,7 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
     return {"run_dir": run_dir, **(history[-1] if history else {})}
 
 
-def config_for_resume(run_dir: str, args, parser) -> tuple:
+def config_for_resume(run_dir: str, args) -> tuple:
     """The saved config of run_dir with only the overrides that keep the run consistent."""
     ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
     cfg = Config.from_dict(ckpt["config"])
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume:
-            cfg, ckpt = config_for_resume(args.resume, args, parser)
+            cfg, ckpt = config_for_resume(args.resume, args)
             if ckpt["epoch"] >= cfg.epochs and ckpt["step_in_epoch"] == 0:
                 print(f"{args.resume} already finished {ckpt['epoch']} epochs; pass --epochs N to train longer")
                 return 0

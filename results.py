@@ -4,7 +4,10 @@
     python results.py out/RUN              # that run's best.pt
     python results.py --baselines-only --data-dir ../shared/data_celeb
 
-Writes into the run folder: results.md, results.json, per_image.csv, comparison.png,
+    python results.py out/RUN --masks square,boxes,strokes     # free-form kinds per hole-area bucket
+
+Writes into the run folder: results.md, results.json, per_image.csv, comparison.png (one
+comparison_<kind>.png per further kind), eval_masks/ (every evaluation hole as a PNG),
 inpainting_results.png and fixed_inpainting_results.png.
 """
 import argparse
@@ -25,6 +28,7 @@ from metrics import mean_ci95
 from plots import masked_view, save_grid, save_mask_examples
 
 OURS = "ours"
+GRID_ROWS = 4  # test images in each comparison figure
 # (column key, header, higher is better)
 COLUMNS = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssim", "hole SSIM ↑", True),
            ("edge", "hole edge ↓", False), ("image_psnr", "image PSNR dB ↑", True),
@@ -90,7 +94,7 @@ def hole_crops(images: torch.Tensor, masks: torch.Tensor, pad: int = 8, zoom: in
     return torch.stack(crops)
 
 
-def comparison_figure(originals, masks, composites: dict, path: str, rows: int = 4):
+def comparison_figure(originals, masks, composites: dict, path: str, rows: int = GRID_ROWS):
     """Columns original | masked | each method; each image followed by a zoomed row of its hole."""
     n = min(rows, len(originals))
     cols = {"original": originals[:n], "masked": masked_view(originals[:n], masks[:n]),
@@ -172,6 +176,8 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
             per_method = {} if skip_baselines else {n: evaluate_baseline(f, images, masks) for n, f in BASELINES.items()}
             if g is not None:
                 per_method[OURS] = evaluate_generator(g, images, masks, rt, keep_outputs=True)
+            for r in per_method.values():  # the comparison grid shows the first GRID_ROWS images only
+                r["composite"] = r["composite"][:GRID_ROWS]
             results[bucket] = (masks, per_method)
             csv_rows += per_image_rows(per_method, names, kind, bucket, masks)
         methods = list(next(iter(results.values()))[1])
@@ -186,7 +192,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
                 summaries[kind][bucket] = summarize(per_method)
                 md.append(f"\n### {kind}, holes covering {bucket} of the image\n\n{markdown_table(summaries[kind][bucket])}\n")
         # the comparison grid cycles through the buckets so small and large holes both show
-        rows = min(4, len(names))
+        rows = min(GRID_ROWS, len(names))
         buckets = list(results)
         pick = [(i, buckets[i % len(buckets)]) for i in range(rows)]
         grid_masks = torch.stack([results[b][0][i] for i, b in pick])
