@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from PIL import Image
 
 import main as main_module
 from checkpoints import CheckpointError, atomic_save, load_checkpoint
-from config import ConfigError
 from conftest import ROOT, make_faces, run_script
 from dataset import ImageFiles, ImageSource, load_image, split_files
 

@@ -94,6 +94,7 @@ def test_strokes_training_and_per_kind_per_bucket_results(faces_dir, tmp_path):
     proc = run_script("results.py", os.path.join(out, "s"), "--masks", "strokes,boxes,square", "--out", res_dir)
     res = json.load(open(os.path.join(res_dir, "results.json")))
     assert res["kinds"] == ["strokes", "boxes", "square"]
+    assert all(f"## {kind} holes" in proc.stdout for kind in res["kinds"])
     for kind in ("strokes", "boxes"):
         assert set(res["sets"][kind]) == {"all", "0-10%", "10-20%", "20-30%", "30-40%", "40-50%"}
         assert set(res["sets"][kind]["30-40%"]) == {"ours", "mean fill", "Telea", "Navier-Stokes", "biharmonic"}
