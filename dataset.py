@@ -189,15 +189,16 @@ class ImageSource:
         self.files, self.workers = files, workers
         self.cache = None
         if files.nbytes() <= cache_mb * 2 ** 20:
-            decoded, bad = [], []
+            decoded, kept, bad = [], [], []
             for i, name in enumerate(files.names):
                 try:
                     decoded.append(files.load(i))
+                    kept.append(name)
                 except IMAGE_ERRORS as e:  # e.g. truncated JPEGs: the header scan cannot see those
                     bad.append((name, error_reason(e, os.path.join(files.root, name))))
             if bad:
                 warnings.warn(describe_skipped("images that failed to decode", bad, files.root), stacklevel=2)
-                files.names = [n for n in files.names if n not in {b for b, _ in bad}]
+                files.names = kept
             if not decoded:
                 raise DataError(f"none of the {len(bad)} images in {files.root} could be decoded")
             self.cache = torch.stack(decoded)  # N, 3, S, S uint8

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from dataset import epoch_order
+
 
 class Distributed:
     def __init__(self, device_type: str = "cpu"):
@@ -64,7 +66,10 @@ class Distributed:
             dist.barrier()
 
     def epoch_order(self, n: int, seed: int, epoch: int) -> torch.Tensor:
-        """This rank's share of the epoch, reshuffled per epoch (DistributedSampler.set_epoch)."""
+        """The training order of an epoch: single process, a pure function of (seed, epoch) so resume
+        is exact; under DDP, this rank's share, reshuffled per epoch (DistributedSampler.set_epoch)."""
+        if not self.enabled:
+            return epoch_order(n, seed, epoch)
         sampler = DistributedSampler(range(n), num_replicas=self.world, rank=self.rank, shuffle=True,
                                      seed=seed, drop_last=True)
         sampler.set_epoch(epoch)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from checkpoints import CheckpointError, atomic_save, build_discriminator, build_generator, load_checkpoint
 from config import Config, ConfigError, build_parser, choose_runtime, format_config, resolve_config
-from dataset import DataError, augment, epoch_order, open_splits, split_files, to_model_range, to_unit_range
+from dataset import DataError, augment, open_splits, split_files, to_model_range, to_unit_range
 from distributed import Distributed
 from evaluation import evaluate_generator
 from losses import discriminator_loss, edge_loss, generator_adversarial_loss, l1_loss, ssim_loss
@@ -279,9 +279,7 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
     with StopFlag() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             g.train(), d.train()
-            # single process: a pure function of (seed, epoch); under DDP this rank's shard of it
-            order = dist.epoch_order(len(train_src), cfg.seed, epoch) if dist.enabled else \
-                epoch_order(len(train_src), cfg.seed, epoch)
+            order = dist.epoch_order(len(train_src), cfg.seed, epoch)
             first = start_step if epoch == start_epoch else 0
             sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
             good = consecutive_bad = 0

@@ -178,6 +178,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
                 per_method[OURS] = evaluate_generator(g, images, masks, rt, keep_outputs=True)
             for r in per_method.values():  # the comparison grid shows the first GRID_ROWS images only
                 r["composite"] = r["composite"][:GRID_ROWS]
+                r.pop("raw", None)
             results[bucket] = (masks, per_method)
             csv_rows += per_image_rows(per_method, names, kind, bucket, masks)
         methods = list(next(iter(results.values()))[1])
@@ -271,6 +272,8 @@ def main(argv=None) -> int:
                                   "python main.py, or pass --baselines-only --data-dir DIR")
         if run_dir and not os.path.isdir(run_dir):
             raise ConfigError(f"run folder {run_dir!r} does not exist")
+        if args.baselines_only and args.no_baselines:
+            raise ConfigError("--baselines-only with --no-baselines leaves nothing to evaluate; drop one of them")
         kinds = [k.strip() for k in args.masks.split(",") if k.strip()]
         bad = [k for k in kinds if k not in ("square", "boxes", "strokes")]
         if bad:

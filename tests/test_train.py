@@ -112,3 +112,8 @@ def test_strokes_training_and_per_kind_per_bucket_results(faces_dir, tmp_path):
 def test_mask_examples_figure(tmp_path):
     run_script("results.py", "--mask-examples", str(tmp_path / "m.png"))
     assert os.path.getsize(tmp_path / "m.png") > 10_000
+
+
+def test_results_refuses_to_evaluate_nothing(tmp_path):
+    proc = run_script("results.py", "--baselines-only", "--no-baselines", "--data-dir", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr
