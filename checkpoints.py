@@ -60,7 +60,7 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
 
 
 def build_generator(cfg: Config) -> Generator:
-    return Generator(nf=cfg.nf, attention=cfg.attention)
+    return Generator(nf=cfg.nf, attention=cfg.attention, prefill=cfg.prefill)
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
@@ -68,10 +68,12 @@ def build_discriminator(cfg: Config) -> Discriminator:
 
 
 def generator_from_checkpoint(ckpt: dict) -> tuple:
-    """(generator, config) rebuilt from the checkpoint's own saved config: no flags re-passed."""
+    """(generator, config) rebuilt from the checkpoint's own saved config: no flags re-passed.
+
+    The moving average of the weights is the generator when the run kept one (it is what validated)."""
     cfg = Config.from_dict(ckpt["config"])
     g = build_generator(cfg)
-    g.load_state_dict(ckpt["generator"])
+    g.load_state_dict(ckpt.get("generator_ema", ckpt["generator"]))
     return g.eval(), cfg
 
 

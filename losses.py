@@ -26,6 +26,11 @@ def l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> t
     return weighted_mean((pred - target).abs(), weight)
 
 
+def l2_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared error: the quantity PSNR is a log of, so the one to minimise for PSNR."""
+    return weighted_mean((pred - target).square(), weight)
+
+
 def edge_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """L1 between Sobel gradient magnitudes: penalises blurred or misplaced edges."""
     return weighted_mean((sobel_magnitude(pred) - sobel_magnitude(target)).abs(), weight)

@@ -6,8 +6,10 @@
 
 Every flag is a field of config.Config (python main.py --help lists them).
 """
+import copy
 import csv
 import json
+import math
 import os
 import shlex
 import signal
@@ -22,7 +24,7 @@ from config import Config, ConfigError, build_parser, choose_runtime, format_con
 from dataset import DataError, augment, open_splits, split_files, to_model_range, to_unit_range
 from distributed import Distributed
 from evaluation import evaluate_generator
-from losses import discriminator_loss, edge_loss, generator_adversarial_loss, l1_loss, ssim_loss
+from losses import discriminator_loss, edge_loss, generator_adversarial_loss, l1_loss, l2_loss, ssim_loss
 from masks import dilate, fixed_masks, rng_for, training_masks
 from models import parameter_table, count_parameters
 from plots import masked_view, save_grid, save_training_plot
@@ -30,7 +32,7 @@ from plots import masked_view, save_grid, save_training_plot
 # Flags that may change when resuming: they affect speed or length, not what one step computes.
 RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "threads", "workers", "cache_mb", "log_every",
                        "data_dir", "compile", "channels_last"}
-TRAIN_KEYS = ("gan_g", "gan_d", "l1", "edge", "ssim_loss")
+TRAIN_KEYS = ("gan_g", "gan_d", "l1", "edge", "ssim_loss", "l2")
 
 
 class TrainingStopped(RuntimeError):
@@ -98,8 +100,9 @@ def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "
         backward_and_step(loss_d, opt_d, rt)
 
     losses = {"l1": l1_loss(raw, batch, region), "edge": edge_loss(raw, batch, region),
-              "ssim_loss": ssim_loss(raw, batch, region)}
-    loss_g = cfg.w_l1 * losses["l1"] + cfg.w_edge * losses["edge"] + cfg.w_ssim * losses["ssim_loss"]
+              "ssim_loss": ssim_loss(raw, batch, region), "l2": l2_loss(raw, batch, region)}
+    loss_g = (cfg.w_l1 * losses["l1"] + cfg.w_edge * losses["edge"] + cfg.w_ssim * losses["ssim_loss"]
+              + cfg.w_l2 * losses["l2"])
     gan_g = torch.zeros((), device=batch.device)
     if use_gan:
         # The generator's step needs no discriminator gradients; the plain module (not its DDP
@@ -115,6 +118,28 @@ def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "
     opt_g.zero_grad(set_to_none=True)
     backward_and_step(loss_g, opt_g, rt)
     return {"gan_g": gan_g.detach(), "gan_d": loss_d.detach(), **{k: v.detach() for k, v in losses.items()}}
+
+
+def learning_rate_factor(cfg: Config, progress: float) -> float:
+    """Multiplier of the base learning rates at `progress` (0 -> 1) through the run.
+
+    Computed from the step count rather than kept as scheduler state, so resuming (even with a new
+    --epochs, which stretches the remaining schedule) needs nothing saved."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0
+
+
+def ema_decay(cfg: Config, step: int) -> float:
+    """The averaging decay at global step `step`: ramps up as (1 + step) / (10 + step) to cfg.ema, so
+    the average forgets the random initial weights within the first few hundred steps."""
+    return min(cfg.ema, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (the generator has no buffers)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
 def backward_and_step(loss, opt, rt):
@@ -240,11 +265,16 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
         d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(d)  # batch statistics over all GPUs
     g = g.to(rt.device, memory_format=rt.memory_format())
     d = d.to(rt.device, memory_format=rt.memory_format())
+    # The moving average starts as a copy of the initial weights; validation, best.pt selection and
+    # inference use it (checkpoint key generator_ema) while training continues on g.
+    g_ema = copy.deepcopy(g).requires_grad_(False) if cfg.ema > 0 else None
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     start_epoch, start_step, history, best, bad_total = 0, 0, [], None, 0
     if resume:
         g.load_state_dict(resume["generator"])
+        if g_ema is not None:
+            g_ema.load_state_dict(resume["generator_ema"])
         d.load_state_dict(resume["discriminator"])
         opt_g.load_state_dict(resume["opt_g"])
         opt_d.load_state_dict(resume["opt_d"])
@@ -266,7 +296,9 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
 
     def checkpoint(epoch: int, step_in_epoch: int, partial: "dict | None" = None) -> dict:
         """Everything needed to continue; `partial` carries a stopped epoch's running loss sums."""
-        return {"config": cfg.to_dict(), "generator": g.state_dict(), "discriminator": d.state_dict(),
+        return {"config": cfg.to_dict(), "generator": g.state_dict(),
+                **({"generator_ema": g_ema.state_dict()} if g_ema is not None else {}),
+                "discriminator": d.state_dict(),
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "scaler": rt.scaler.state_dict() if rt.scaler is not None else {},
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "history": history, "best": best,
@@ -295,6 +327,11 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
                 rng = rng_for(cfg.seed, epoch, step, dist.rank) if dist.enabled else rng_for(cfg.seed, epoch, step)
                 x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
                 m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
+                global_step = epoch * steps_per_epoch + step
+                factor = learning_rate_factor(cfg, global_step / (cfg.epochs * steps_per_epoch))
+                for opt, base in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
+                    for group in opt.param_groups:
+                        group["lr"] = base * factor
                 out = train_step(x, m, (g_step, d_step), (opt_g, opt_d), cfg, rt, finite)
                 if out is None:
                     bad_total += 1
@@ -309,6 +346,8 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
                             f"(--max-bad-steps {cfg.max_bad_steps}). The last good checkpoint {last_path} is "
                             "intact; lower --lr-g/--lr-d or try --precision fp32 before resuming.", 3)
                 else:
+                    if g_ema is not None:
+                        update_ema(g_ema, g, ema_decay(cfg, global_step))
                     consecutive_bad = 0
                     good += 1
                     for k in TRAIN_KEYS:
@@ -338,7 +377,7 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
                 if stopping:
                     raise TrainingStopped("stopped with rank 0", 128 + (stop.signum or signal.SIGTERM))
                 continue
-            val = evaluate_generator(g, val_images, val_masks, rt, cfg.batch_size, discriminator=d,
+            val = evaluate_generator(g_ema if g_ema is not None else g, val_images, val_masks, rt, cfg.batch_size, discriminator=d,
                                      keep_outputs=True)
             row = {"epoch": epoch + 1, **train_means,
                    "val_gan_g": val["gan_g"], "val_gan_d": val["gan_d"],

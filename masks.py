@@ -104,9 +104,9 @@ def parse_mix(text: str) -> dict:
     return {k: v / total for k, v in weights.items()}
 
 
-def draw_mask(cfg, kind: str, rng: np.random.Generator, area: "tuple | None" = None) -> np.ndarray:
+def draw_mask(cfg, kind: str, rng: np.random.Generator, area: "tuple | None" = None, squares: int = 1) -> np.ndarray:
     """One H, W bool mask of the given kind whose hole fraction lies within `area` (default: the
-    config's min/max_hole_fraction), redrawn until it does."""
+    config's min/max_hole_fraction), redrawn until it does; a square mask is the union of `squares`."""
     lo, hi = area if area is not None else (cfg.min_hole_fraction, cfg.max_hole_fraction)
     size = cfg.image_size
     for _ in range(MAX_TRIES):
@@ -115,7 +115,7 @@ def draw_mask(cfg, kind: str, rng: np.random.Generator, area: "tuple | None" = N
             mix = parse_mix(cfg.mask_mix)
             k = list(mix)[int(rng.choice(len(mix), p=list(mix.values())))]
         if k == "square":
-            mask = square_masks(1, size, cfg.hole_size, cfg.hole_margin, rng, cfg.hole_jitter)[0, 0].numpy() > 0
+            mask = square_masks(squares, size, cfg.hole_size, cfg.hole_margin, rng, cfg.hole_jitter).amax(0)[0].numpy() > 0
         else:
             mask = _free_form(k, size, rng, cfg.max_boxes if k == "boxes" else cfg.max_strokes, lo)
         if lo <= mask.mean() <= hi:
@@ -131,8 +131,10 @@ def _stack(masks: list) -> torch.Tensor:
 def training_masks(cfg, n: int, rng: np.random.Generator) -> torch.Tensor:
     """Holes for one training batch, of the kind the config asks for."""
     if cfg.mask == "square" and cfg.min_hole_fraction == 0 and cfg.max_hole_fraction >= 1:
-        return square_masks(n, cfg.image_size, cfg.hole_size, cfg.hole_margin, rng, cfg.hole_jitter)  # vectorised
-    return _stack([draw_mask(cfg, cfg.mask, rng) for _ in range(n)])
+        k = cfg.holes
+        squares = square_masks(n * k, cfg.image_size, cfg.hole_size, cfg.hole_margin, rng, cfg.hole_jitter)  # vectorised
+        return squares.view(n, k, 1, cfg.image_size, cfg.image_size).amax(1)  # n, 1, H, W: union of k squares
+    return _stack([draw_mask(cfg, cfg.mask, rng, squares=cfg.holes) for _ in range(n)])
 
 
 def fixed_masks(cfg, n: int, split: str, kind: "str | None" = None, area: "tuple | None" = None) -> torch.Tensor:

@@ -62,11 +62,45 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out
 
 
-class Generator(nn.Module):
-    """U-Net: 4-channel input (masked RGB in [-1, 1] + hole mask), RGB output in [-1, 1]."""
+def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters: int = 8, fine_iters: int = 2) -> torch.Tensor:
+    """A cheap smooth (near-harmonic) fill of the holes, any mask shape; known pixels unchanged.
 
-    def __init__(self, nf: int = 64, attention: bool = True):
+    Push-pull over an image pyramid: known pixels are averaged down `levels` times (holes count
+    with weight 0), then on the way back up each level keeps its known part and takes the upsampled
+    coarser level where it lacks data, followed by Jacobi sweeps (3x3 averages) over the cells with
+    missing data, which smooth the coarse blocks into a membrane across the hole: `iters` sweeps on
+    the coarse levels (cheap, they are small), `fine_iters` on the two finest (most of the cost).
+    image: B, C, H, W; mask: B, 1, H, W (1 = hole). Returns B, C, H, W.
+    """
+    known = 1 - mask
+    sums, weights = [image * known], [known]
+    for _ in range(levels):  # push: B, C, H/2^l, W/2^l (ceil, so odd sizes lose nothing)
+        sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True, count_include_pad=False))
+        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True, count_include_pad=False))
+    fill = sums[-1] / weights[-1].clamp_min(1e-6)
+    fill = torch.where(weights[-1] > 0, fill, fill.mean(dim=(2, 3), keepdim=True))  # nothing known at all
+    for level in range(levels - 1, -1, -1):  # pull, coarse to fine
+        s, w = sums[level], weights[level]
+        up = F.interpolate(fill, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        fill = s + (1 - w) * up  # = w * (known mean) + (1 - w) * upsampled estimate
+        free = (w < 1).to(image.dtype)
+        fixed = fill * (1 - free)
+        for _ in range(fine_iters if level < 2 else iters):
+            fill = fixed + free * F.avg_pool2d(fill, 3, stride=1, padding=1, count_include_pad=False)
+    return fill
+
+
+class Generator(nn.Module):
+    """U-Net: 4-channel input (masked RGB in [-1, 1] + hole mask), RGB output in [-1, 1].
+
+    With prefill, the holes of the input are filled with smooth_fill instead of zeros and the
+    network predicts a correction to that fill (output = fill + last conv, clipped to [-1, 1]) rather
+    than the colours from scratch; the parameters are the same.
+    """
+
+    def __init__(self, nf: int = 64, attention: bool = True, prefill: bool = False):
         super().__init__()
+        self.prefill = prefill
         self.enc1 = conv_block(4, nf)
         self.enc2 = conv_block(nf, 2 * nf)
         self.enc3 = conv_block(2 * nf, 4 * nf)
@@ -76,7 +110,7 @@ class Generator(nn.Module):
         self.dec2 = conv_block(6 * nf, 2 * nf)
         self.dec1 = nn.Sequential(
             nn.Conv2d(3 * nf, nf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(nf, 3, 3, padding=1), nn.Tanh(),
+            nn.Conv2d(nf, 3, 3, padding=1), nn.Identity() if prefill else nn.Tanh(),
         )
 
     @staticmethod
@@ -91,7 +125,11 @@ class Generator(nn.Module):
         if h % 8 or w % 8:
             raise ValueError(f"image size {h}x{w} is not divisible by 8; the U-Net pools three times "
                              "(use e.g. --image-size 200 or 256)")
-        x = torch.cat([image * (1 - mask), mask], dim=1)  # B, 4, H, W (hole pixels zeroed)
+        if self.prefill:
+            fill = smooth_fill(image.float(), mask.float()).to(image.dtype)  # B, 3, H, W; known pixels kept
+            x = torch.cat([fill, mask], dim=1)                # B, 4, H, W
+        else:
+            x = torch.cat([image * (1 - mask), mask], dim=1)  # B, 4, H, W (hole pixels zeroed)
         e1 = self.enc1(x)                                # B, nf, H, W
         e2 = self.enc2(F.max_pool2d(e1, 2))              # B, 2nf, H/2, W/2
         e3 = self.enc3(F.max_pool2d(e2, 2))              # B, 4nf, H/4, W/4
@@ -99,7 +137,8 @@ class Generator(nn.Module):
         b = self.bottleneck(b)
         d3 = self.dec3(concat_skip(self.up(b), e3))      # B, 4nf, H/4, W/4
         d2 = self.dec2(concat_skip(self.up(d3), e2))     # B, 2nf, H/2, W/2
-        return self.dec1(concat_skip(self.up(d2), e1))   # B, 3, H, W
+        out = self.dec1(concat_skip(self.up(d2), e1))    # B, 3, H, W
+        return (fill + out.float()).clamp(-1, 1).to(out.dtype) if self.prefill else out
 
 
 class Discriminator(nn.Module):
@@ -120,6 +159,20 @@ class Discriminator(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def block_output_shapes(generator: Generator, size: int) -> dict:
+    """{block name: output shape (C, H, W)} for one size x size input, in forward order."""
+    shapes, hooks = {}, []
+    for name, child in generator.named_children():
+        hooks.append(child.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))))
+    try:
+        generator(torch.zeros(1, 3, size, size), torch.zeros(1, 1, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
 
 
 def parameter_table(generator: Generator) -> dict:

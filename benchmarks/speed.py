@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from checkpoints import build_discriminator, build_generator  # noqa: E402
-from config import DATA_ENV, Config, Runtime, choose_runtime  # noqa: E402
+from config import DATA_ENV, SEED_RECIPE, Config, Runtime, choose_runtime  # noqa: E402
 from dataset import ImageFiles, ImageSource, image_root, split_files, to_model_range  # noqa: E402
 from main import train, train_step  # noqa: E402
 from masks import rng_for, training_masks  # noqa: E402
@@ -237,7 +237,9 @@ def main(argv=None):
     p.add_argument("--json", default=os.path.join(ROOT, "out", "benchmark_speed.json"))
     args = p.parse_args(argv)
 
-    base = Config(nf=args.nf, image_size=args.image_size, batch_size=args.batch_size, device=args.device)
+    # The seed's recipe (GAN step, one hole) is what the speed work measured; --nf etc. vary it.
+    base = Config(**{**SEED_RECIPE, "nf": args.nf, "image_size": args.image_size, "batch_size": args.batch_size,
+                     "device": args.device})
     base.validate()
     data_dir = args.data_dir or synthetic_folder(240)
     default_rt = choose_runtime(args.device, "auto", True)

@@ -9,11 +9,18 @@ def resolve(*argv):
     return resolve_config(build_parser().parse_args(list(argv)))
 
 
-def test_defaults_are_the_seed_recipe():
-    c = resolve()
-    assert (c.nf, c.image_size, c.hole_size, c.hole_margin, c.ring) == (64, 200, 32, 16, 4)
-    assert (c.w_adv, c.w_l1, c.w_edge, c.w_ssim) == (1, 100, 10, 1)
+def test_seed_preset_is_the_seed_recipe_as_written():
+    c = resolve("--preset", "seed")
+    assert (c.nf, c.image_size, c.hole_size, c.hole_margin, c.ring, c.holes) == (64, 200, 32, 16, 4, 1)
+    assert (c.w_adv, c.w_l1, c.w_edge, c.w_ssim, c.w_l2) == (1, 100, 10, 1, 0)
     assert (c.lr_g, c.lr_d, c.beta1, c.beta2, c.batch_size, c.epochs) == (2e-4, 2e-4, 0.5, 0.999, 20, 20)
+    assert (c.lr_schedule, c.ema, c.prefill, c.best_metric) == ("constant", 0, False, "ssim")
+
+
+def test_default_preset_is_the_field_defaults():
+    c = resolve()
+    assert c.preset == "default" and c.to_dict() == {**Config().to_dict(), "data_dir": c.data_dir}
+    assert (c.nf, c.holes, c.w_adv, c.w_l2, c.lr_schedule) == (32, 6, 0, 1000, "cosine") and 0 < c.ema < 1
 
 
 def test_every_field_has_a_flag_and_a_help_line():
@@ -57,6 +64,10 @@ def test_bool_flags_and_unknown_config_keys(tmp_path):
     (["--w-adv", "inf"], "--w-adv"),
     (["--precision", "fp8"], "--precision"),
     (["--batch-size", "1"], "--batch-size"),
+    (["--holes", "0"], "--holes"),
+    (["--ema", "1"], "--ema"),
+    (["--lr-schedule", "step"], "--lr-schedule"),
+    (["--w-l2", "-1"], "--w-l2"),
 ])
 def test_invalid_values_are_rejected_naming_the_flag(argv, flag):
     with pytest.raises(ConfigError, match=flag):

@@ -77,7 +77,7 @@ def test_each_kind_gives_binary_masks_of_the_requested_size(kind, size):
 @pytest.mark.parametrize("kind", ["square", "boxes", "strokes", "mixed"])
 def test_hole_fraction_stays_within_bounds(kind):
     lo, hi = (0.02, 0.03) if kind == "square" else (0.15, 0.3)
-    cfg = Config(mask=kind, min_hole_fraction=lo, max_hole_fraction=hi, mask_mix="boxes:1,strokes:1").validate()
+    cfg = Config(mask=kind, min_hole_fraction=lo, max_hole_fraction=hi, mask_mix="boxes:1,strokes:1", holes=1).validate()
     frac = training_masks(cfg, 30, rng_for(1)).mean(dim=(1, 2, 3))
     assert (frac >= lo).all() and (frac <= hi).all()
 
@@ -111,7 +111,7 @@ def test_boxes_are_rectangles():
 
 
 def test_mixed_uses_every_kind_by_weight():
-    cfg = Config(mask="mixed", mask_mix="square:1,strokes:1").validate()
+    cfg = Config(mask="mixed", mask_mix="square:1,strokes:1", holes=1).validate()  # one square: recognisable by area
     m = training_masks(cfg, 200, rng_for(2))
     is_square = torch.tensor([float(x.sum()) == 32 * 32 for x in m])
     assert 60 < int(is_square.sum()) < 140
@@ -152,3 +152,14 @@ def test_ring_generalises_to_any_shape():
     assert (dist[ring[0, 0].numpy() > 0] <= 4).all() and (dist[(dilate(m, 4) == 0)[0, 0].numpy()] > 4).all()
 
 RECORDED_DIGEST = "760137ff832299a3d2d68885ca47be6ddc5aa8696d5003074b523bb980181823"
+
+
+def test_several_training_holes_per_image_are_a_union_of_squares():
+    one = training_masks(Config(holes=1), 16, rng_for(3))
+    six = training_masks(Config(holes=6), 16, rng_for(3))
+    assert one.shape == six.shape == (16, 1, 200, 200)
+    assert torch.all(one.sum(dim=(1, 2, 3)) == 32 * 32)
+    area = six.sum(dim=(1, 2, 3))
+    assert torch.all(area <= 6 * 32 * 32) and area.float().mean() > 3 * 32 * 32  # overlaps allowed, rare
+    mixed = training_masks(Config(mask="mixed", mask_mix="square:1", holes=4).validate(), 4, rng_for(4))
+    assert torch.all(mixed.sum(dim=(1, 2, 3)) > 32 * 32)

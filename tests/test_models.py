@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models import Discriminator, Generator, count_parameters, parameter_table
+from models import Discriminator, Generator, block_output_shapes, count_parameters, parameter_table, smooth_fill
 
 SEED_COUNTS = {"enc1": 39_296, "enc2": 221_440, "enc3": 885_248, "attention": 82_241, "bottleneck": 1_180_160,
                "dec3": 1_769_984, "dec2": 590_080, "dec1": 112_387, "total": 4_880_836}
@@ -28,8 +28,9 @@ def test_generator_rejects_size_not_divisible_by_8():
         Generator(nf=8)(torch.zeros(1, 3, 36, 40), torch.zeros(1, 1, 36, 40))
 
 
-def test_generator_never_sees_hole_pixels():
-    g = Generator(nf=8).eval()
+@pytest.mark.parametrize("prefill", [False, True])
+def test_generator_never_sees_hole_pixels(prefill):
+    g = Generator(nf=8, prefill=prefill).eval()
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     m = torch.zeros(1, 1, 32, 32)
     m[..., 8:16, 8:16] = 1
@@ -43,3 +44,30 @@ def test_attention_starts_as_identity():
     assert g.attention.gamma.item() == 0
     feats = torch.randn(2, 32, 4, 4)
     assert torch.equal(g.attention(feats), feats)
+
+
+def test_prefill_generator_has_the_same_parameters_and_keeps_known_pixels_in_range():
+    assert parameter_table(Generator(nf=16, prefill=True)) == parameter_table(Generator(nf=16))
+    x, m = torch.rand(2, 3, 24, 32) * 2 - 1, torch.zeros(2, 1, 24, 32)
+    m[..., 4:12, 8:20] = 1
+    y = Generator(nf=8, prefill=True)(x, m)
+    assert y.shape == x.shape and y.abs().max() <= 1
+
+
+def test_smooth_fill_keeps_known_pixels_and_interpolates_smoothly():
+    h, w = 48, 40
+    ramp = torch.linspace(-1, 1, w).expand(1, 3, h, w).clone()  # a horizontal ramp
+    m = torch.zeros(1, 1, h, w)
+    m[..., 10:30, 12:28] = 1
+    fill = smooth_fill(ramp, m)
+    assert torch.equal(fill * (1 - m), ramp * (1 - m))  # known pixels untouched
+    inside = (fill - ramp)[..., 10:30, 12:28]
+    assert inside.abs().mean() < 0.1  # a smooth membrane, not mean colour (which errs ~0.4 here)
+    const = torch.full((1, 3, h, w), 0.3)
+    assert torch.allclose(smooth_fill(const, m), const, atol=1e-5)
+    assert torch.isfinite(smooth_fill(ramp, torch.ones(1, 1, h, w))).all()  # nothing known: no NaN
+
+
+def test_block_output_shapes_follow_the_u_net():
+    shapes = block_output_shapes(Generator(nf=8), 32)
+    assert shapes["enc1"] == (8, 32, 32) and shapes["attention"] == (32, 4, 4) and shapes["dec1"] == (3, 32, 32)

@@ -117,3 +117,25 @@ def test_mask_examples_figure(tmp_path):
 def test_results_refuses_to_evaluate_nothing(tmp_path):
     proc = run_script("results.py", "--baselines-only", "--no-baselines", "--data-dir", str(tmp_path), check=False)
     assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr
+
+
+def test_checkpoints_keep_the_weight_average_and_inference_uses_it(tiny_run):
+    ckpt = load_checkpoint(os.path.join(tiny_run[0], "last.pt"))
+    assert ckpt["config"]["ema"] > 0 and set(ckpt["generator_ema"]) == set(ckpt["generator"])
+    assert any(not torch.equal(ckpt["generator_ema"][k], v) for k, v in ckpt["generator"].items())
+    g, _ = generator_from_checkpoint(ckpt)
+    assert all(torch.equal(v, ckpt["generator_ema"][k]) for k, v in g.state_dict().items())
+
+
+def test_cosine_schedule_and_ema_warmup():
+    from config import Config
+    from main import ema_decay, learning_rate_factor, update_ema
+    cos, const = Config(lr_schedule="cosine"), Config(lr_schedule="constant")
+    assert learning_rate_factor(cos, 0) == 1 and abs(learning_rate_factor(cos, 0.5) - 0.5) < 1e-12
+    assert learning_rate_factor(cos, 1) < 1e-12 and learning_rate_factor(const, 0.7) == 1
+    cfg = Config(ema=0.999)
+    assert ema_decay(cfg, 0) == 0.1 and ema_decay(cfg, 90) == 0.91 and ema_decay(cfg, 10**6) == 0.999
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    expected = [0.75 * p.detach() + 0.25 * q.detach() for p, q in zip(a.parameters(), b.parameters())]
+    update_ema(a, b, 0.75)
+    assert all(torch.allclose(p, e) for p, e in zip(a.parameters(), expected))
