@@ -1,31 +1,36 @@
 """Evaluate a training run (and the classical baselines) on its test split with fixed holes.
 
-    python results.py                      # newest run under out/
+    python results.py --data-dir DIR       # the shipped weights (weights/generator.pt)
     python results.py out/RUN              # that run's best.pt
+    python results.py --data-dir DIR --masks square,strokes --report report_images/   # the README figures
     python results.py --baselines-only --data-dir ../shared/data_celeb
 
     python results.py out/RUN --masks square,boxes,strokes     # free-form kinds per hole-area bucket
 
 Writes into the run folder: results.md, results.json, per_image.csv, comparison.png (one
 comparison_<kind>.png per further kind), eval_masks/ (every evaluation hole as a PNG),
-inpainting_results.png and fixed_inpainting_results.png.
+inpainting_results.png and fixed_inpainting_results.png. With --report DIR, also the README's
+figures and tables into DIR: architecture.png (drawn from the model), training_curves.png, the grids,
+the comparison figures and results.md.
 """
 import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 
 import torch
 
 from baselines import BASELINES
-from checkpoints import CheckpointError, generator_from_checkpoint, load_checkpoint, newest_run
+from checkpoints import SHIPPED_WEIGHTS, CheckpointError, generator_from_checkpoint, load_checkpoint, newest_run
 from config import DATA_ENV, Config, ConfigError, choose_runtime
 from dataset import DataError, open_splits, split_files, to_model_range, to_unit_range
 from evaluation import evaluate_baseline, evaluate_generator, generator_inpaint
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import mean_ci95
-from plots import masked_view, save_grid, save_mask_examples
+from models import block_output_shapes, parameter_table
+from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
 GRID_ROWS = 4  # test images in each comparison figure
@@ -139,7 +144,8 @@ def default_kinds(cfg: Config) -> list:
 
 def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str = "", baselines_only: bool = False,
                 out_dir: "str | None" = None, device: str = "auto", precision: str = "auto",
-                max_images: int = 0, skip_baselines: bool = False, kinds: "list | None" = None) -> dict:
+                max_images: int = 0, skip_baselines: bool = False, kinds: "list | None" = None,
+                report_dir: "str | None" = None) -> dict:
     """Evaluate every method on every (kind, bucket) mask set, write every output; returns
     {kind: {bucket or 'all': summary}}."""
     g = None
@@ -148,14 +154,23 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
         out_dir = out_dir or os.path.join("out", "baselines")
     else:
-        ckpt_path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir, f"{checkpoint}.pt")
+        ckpt_path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir or "", f"{checkpoint}.pt")
+        if not os.path.isfile(ckpt_path):
+            raise CheckpointError(f"checkpoint {ckpt_path} not found: pass --checkpoint best, last or a .pt path")
         ckpt = load_checkpoint(ckpt_path)
         g, cfg = generator_from_checkpoint(ckpt)
-        with open(os.path.join(run_dir, "split.json")) as fh:
-            split = json.load(fh)
         if data_dir:
             cfg.data_dir = data_dir
-        out_dir = out_dir or run_dir
+        split_path = os.path.join(run_dir or os.path.dirname(ckpt_path), "split.json")
+        if os.path.isfile(split_path):
+            with open(split_path) as fh:
+                split = json.load(fh)
+        else:  # shipped weights: the same sorted-list split of the images at --data-dir
+            if not cfg.data_dir:
+                raise ConfigError(f"{ckpt_path} has no split.json beside it: pass --data-dir (or set {DATA_ENV}) "
+                                  "to the images to split and evaluate on")
+            split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
+        out_dir = out_dir or run_dir or os.path.join("out", "results-" + os.path.basename(os.path.dirname(ckpt_path)))
         print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its test split")
     kinds = kinds or default_kinds(cfg)
     os.makedirs(out_dir, exist_ok=True)
@@ -218,7 +233,40 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
         render_generator_grids(g, cfg, rt, images, fixed_masks(cfg, len(names), "test", kinds[0]), out_dir)
     print(f"wrote results.md, results.json, per_image.csv, comparison*.png, eval_masks/"
           f"{', inpainting_results.png, fixed_inpainting_results.png' if g is not None else ''} to {out_dir}")
+    if report_dir:
+        write_report(report_dir, out_dir, g, cfg, ckpt_path if g is not None else None, kinds)
     return summaries
+
+
+def read_history(path: str) -> list:
+    with open(path, newline="") as fh:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def write_report(report_dir: str, out_dir: str, g, cfg: Config, ckpt_path: "str | None", kinds: list):
+    """The README's figures and tables, each regenerated from the evaluated model and its run."""
+    os.makedirs(report_dir, exist_ok=True)
+    wrote = []
+    copies = {"results.md": "results.md", "comparison.png": f"comparison_{kinds[0]}.png",
+              **{f"comparison_{k}.png": f"comparison_{k}.png" for k in kinds[1:]}}
+    if g is not None:
+        copies.update({"inpainting_results.png": "inpainting_random.png",
+                       "fixed_inpainting_results.png": "inpainting_fixed_positions.png"})
+        g_cpu = generator_from_checkpoint(load_checkpoint(ckpt_path))[0]  # fp32 on the CPU for the shape pass
+        save_architecture_diagram(parameter_table(g_cpu), block_output_shapes(g_cpu, cfg.image_size),
+                                  os.path.join(report_dir, "architecture.png"),
+                                  f"Generator (U-Net, nf {cfg.nf}, {cfg.image_size} px)")
+        wrote.append("architecture.png")
+        history_path = os.path.join(os.path.dirname(ckpt_path), "metrics.csv")
+        if os.path.isfile(history_path):
+            save_training_plot(read_history(history_path), os.path.join(report_dir, "training_curves.png"))
+            wrote.append("training_curves.png")
+        else:
+            print(f"no metrics.csv beside {ckpt_path}: training curves not drawn", file=sys.stderr)
+    for src, dst in copies.items():
+        shutil.copyfile(os.path.join(out_dir, src), os.path.join(report_dir, dst))
+        wrote.append(dst)
+    print(f"report: wrote {', '.join(wrote)} to {report_dir}")
 
 
 def write_mask_examples(path: str, data_dir: str = ""):
@@ -246,8 +294,11 @@ def to_json(summary: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("run_dir", nargs="?", help="training run folder (default: newest under out/)")
+    p.add_argument("run_dir", nargs="?", help="training run folder (default: the shipped weights, else the newest "
+                   "run under out/)")
     p.add_argument("--checkpoint", default="best", help="best, last, or a path to a .pt file")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="also write the README's figures and tables (architecture, curves, grids, comparisons) into DIR")
     p.add_argument("--data-dir", default="", help="where the run's images are now, if they moved")
     p.add_argument("--baselines-only", action="store_true", help="evaluate the classical baselines alone (no checkpoint)")
     p.add_argument("--no-baselines", action="store_true", help="evaluate only the generator")
@@ -264,12 +315,15 @@ def main(argv=None) -> int:
         write_mask_examples(args.mask_examples, args.data_dir)
         return 0
     try:
-        run_dir = args.run_dir
-        if not args.baselines_only and run_dir is None:
-            run_dir = newest_run("out")
-            if run_dir is None:
-                raise ConfigError("no run folder given and none with a checkpoint under out/: train one with "
-                                  "python main.py, or pass --baselines-only --data-dir DIR")
+        run_dir, checkpoint = args.run_dir, args.checkpoint
+        if not args.baselines_only and run_dir is None and not os.path.isfile(checkpoint):
+            if os.path.isfile(SHIPPED_WEIGHTS):
+                checkpoint = SHIPPED_WEIGHTS
+            else:
+                run_dir = newest_run("out")
+                if run_dir is None:
+                    raise ConfigError("no run folder given, no shipped weights and no run with a checkpoint under "
+                                      "out/: train one with python main.py, or pass --baselines-only --data-dir DIR")
         if run_dir and not os.path.isdir(run_dir):
             raise ConfigError(f"run folder {run_dir!r} does not exist")
         if args.baselines_only and args.no_baselines:
@@ -278,8 +332,8 @@ def main(argv=None) -> int:
         bad = [k for k in kinds if k not in ("square", "boxes", "strokes")]
         if bad:
             raise ConfigError(f"--masks: unknown kind(s) {', '.join(bad)}; choose from square, boxes, strokes")
-        run_results(run_dir, args.checkpoint, args.data_dir, args.baselines_only, args.out, args.device,
-                    args.precision, args.max_images, args.no_baselines, kinds or None)
+        run_results(run_dir, checkpoint, args.data_dir, args.baselines_only, args.out, args.device,
+                    args.precision, args.max_images, args.no_baselines, kinds or None, args.report)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,9 +21,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-def start_app(checkpoint: str, port: int, timeout: float = 120) -> subprocess.Popen:
+def start_app(checkpoint: "str | None", port: int, timeout: float = 120) -> subprocess.Popen:
     """Start app.py and return once it prints its local URL."""
-    server = subprocess.Popen([sys.executable, "app.py", "--checkpoint", checkpoint, "--port", str(port)], cwd=ROOT,
+    model = ["--checkpoint", checkpoint] if checkpoint else []  # default: the shipped weights
+    server = subprocess.Popen([sys.executable, "app.py", *model, "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     start, log = time.time(), ""
@@ -72,7 +73,7 @@ def drive_page(url: str, photo: str, screenshot: "str | None" = None, stroke: fl
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("photo")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None, help="default: the shipped weights")
     p.add_argument("-o", "--output", required=True, help="screenshot PNG")
     p.add_argument("--port", type=int, default=7870)
     args = p.parse_args(argv)

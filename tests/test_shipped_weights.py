@@ -1,0 +1,48 @@
+"""The shipped reference weights: present, the recorded hash, loadable weights-only, and useful."""
+import os
+import re
+
+import torch
+
+from conftest import ROOT
+
+from baselines import BASELINES
+from checkpoints import SHIPPED_WEIGHTS, default_checkpoint, generator_from_checkpoint, load_checkpoint
+from config import choose_runtime
+from dataset import open_splits, split_files
+from evaluation import evaluate_baseline, evaluate_generator
+from masks import fixed_masks
+from package_weights import sha256
+
+
+def recorded_hash() -> str:
+    with open(os.path.join(ROOT, "weights", "README.md")) as fh:
+        found = re.search(r"SHA-256\*\*: `([0-9a-f]{64})`", fh.read())
+    assert found, "weights/README.md records no SHA-256"
+    return found.group(1)
+
+
+def test_shipped_weights_match_the_recorded_hash_and_size_limit():
+    assert os.path.isfile(SHIPPED_WEIGHTS), "weights/generator.pt is missing"
+    assert sha256(SHIPPED_WEIGHTS) == recorded_hash()
+    assert os.path.getsize(SHIPPED_WEIGHTS) <= 10 * 1024 * 1024
+
+
+def test_shipped_weights_are_the_default_and_load_weights_only():
+    assert default_checkpoint(out_dir=os.path.join(ROOT, "no-such-folder")) == SHIPPED_WEIGHTS
+    raw = torch.load(SHIPPED_WEIGHTS, map_location="cpu", weights_only=True)  # no pickled code
+    assert all(v.dtype == torch.float16 for v in raw["generator"].values())
+    g, cfg = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
+    assert cfg.nf == 32 and next(g.parameters()).dtype == torch.float32
+
+
+def test_shipped_weights_inpaint_a_real_test_image_better_than_mean_fill(real_data):
+    g, cfg = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
+    split = split_files(real_data, cfg.val_fraction, cfg.test_fraction, 0, cfg.image_size)
+    cfg.data_dir = real_data
+    image = open_splits(cfg, {**split, "test": split["test"][:1]}, ("test",))["test"].take(1)  # 1, 3, S, S
+    mask = fixed_masks(cfg, 1, "test", "square")
+    ours = evaluate_generator(g, image, mask, choose_runtime("cpu", "fp32"))
+    mean_fill = evaluate_baseline(BASELINES["mean fill"], image, mask)
+    assert float(ours["psnr"][0]) > float(mean_fill["psnr"][0]) + 1.0
+    assert float(ours["l1"][0]) < float(mean_fill["l1"][0])
