@@ -377,8 +377,8 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
                 if stopping:
                     raise TrainingStopped("stopped with rank 0", 128 + (stop.signum or signal.SIGTERM))
                 continue
-            val = evaluate_generator(g_ema if g_ema is not None else g, val_images, val_masks, rt, cfg.batch_size, discriminator=d,
-                                     keep_outputs=True)
+            val = evaluate_generator(g_ema if g_ema is not None else g, val_images, val_masks, rt, cfg.batch_size,
+                                     discriminator=d, keep_outputs=True)
             row = {"epoch": epoch + 1, **train_means,
                    "val_gan_g": val["gan_g"], "val_gan_d": val["gan_d"],
                    **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr")},

@@ -102,20 +102,19 @@ def package(run_dir: str, checkpoint: str, data_dir: str, force: bool) -> int:
                 print(f"kept the shipped weights: they score {old_psnr:.2f} dB hole PSNR, this run {new_psnr:.2f} dB "
                       "(--force replaces them anyway)")
                 return 1
-        os.makedirs(WEIGHTS_DIR, exist_ok=True)
         seconds = sum(row["seconds"] for row in payload["history"])
         digest, size = sha256(candidate), os.path.getsize(candidate)
-        for name in ("config.json", "metrics.csv"):
-            src = os.path.join(run_dir, name)
-            if name == "config.json":
-                with open(os.path.join(WEIGHTS_DIR, name), "w") as fh:
-                    json.dump(payload["config"], fh, indent=2)
-            elif os.path.isfile(src):
-                shutil.copyfile(src, os.path.join(WEIGHTS_DIR, name))
-        shutil.copyfile(os.path.join(staging, "eval", "results.json"), old_results)
-        with open(os.path.join(WEIGHTS_DIR, "README.md"), "w") as fh:
+        # Every file is written into the staging folder first and moved in at the end, the weights
+        # last, so a failure leaves the shipped files as they were (a README never names other weights).
+        with open(os.path.join(staging, "config.json"), "w") as fh:
+            json.dump(payload["config"], fh, indent=2)
+        with open(os.path.join(staging, "README.md"), "w") as fh:
             fh.write(readme(payload["config"], payload, results, digest, size, run_dir, seconds))
-        os.replace(candidate, SHIPPED_WEIGHTS)  # last, so a failure above leaves the old weights in place
+        shutil.copyfile(os.path.join(staging, "eval", "results.json"), os.path.join(staging, "results.json"))
+        shutil.copyfile(os.path.join(run_dir, "metrics.csv"), os.path.join(staging, "metrics.csv"))
+        os.makedirs(WEIGHTS_DIR, exist_ok=True)
+        for name in ("config.json", "metrics.csv", "results.json", "README.md", "generator.pt"):
+            os.replace(os.path.join(staging, name), os.path.join(WEIGHTS_DIR, name))
     print(f"shipped {SHIPPED_WEIGHTS} ({size / 1e6:.2f} MB, sha256 {digest[:16]}...): hole PSNR {new_psnr:.2f} dB")
     return 0
 

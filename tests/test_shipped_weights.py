@@ -46,3 +46,18 @@ def test_shipped_weights_inpaint_a_real_test_image_better_than_mean_fill(real_da
     mean_fill = evaluate_baseline(BASELINES["mean fill"], image, mask)
     assert float(ours["psnr"][0]) > float(mean_fill["psnr"][0]) + 1.0
     assert float(ours["l1"][0]) < float(mean_fill["l1"][0])
+
+
+def test_packaging_writes_a_consistent_set_and_keeps_better_weights(tiny_run, faces_dir, tmp_path, monkeypatch):
+    import package_weights
+    target = tmp_path / "weights"
+    monkeypatch.setattr(package_weights, "WEIGHTS_DIR", str(target))
+    monkeypatch.setattr(package_weights, "SHIPPED_WEIGHTS", str(target / "generator.pt"))
+    assert package_weights.package(tiny_run[0], "best", faces_dir, force=False) == 0
+    assert sorted(os.listdir(target)) == ["README.md", "config.json", "generator.pt", "metrics.csv", "results.json"]
+    readme = (target / "README.md").read_text()
+    assert f"`{sha256(str(target / 'generator.pt'))}`" in readme
+    assert torch.load(target / "generator.pt", weights_only=True)["generator"]["enc1.0.weight"].dtype == torch.float16
+    before = sha256(str(target / "generator.pt"))
+    assert package_weights.package(tiny_run[0], "best", faces_dir, force=False) == 1  # not better: kept
+    assert sha256(str(target / "generator.pt")) == before and len(os.listdir(tmp_path)) == 1  # no staging left
