@@ -164,11 +164,13 @@ def count_parameters(module: nn.Module) -> int:
 @torch.no_grad()
 def block_output_shapes(generator: Generator, size: int) -> dict:
     """{block name: output shape (C, H, W)} for one size x size input, in forward order."""
+    p = next(generator.parameters())  # the probe lives where the model does
     shapes, hooks = {}, []
     for name, child in generator.named_children():
         hooks.append(child.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))))
     try:
-        generator(torch.zeros(1, 3, size, size), torch.zeros(1, 1, size, size))
+        generator(torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype),
+                  torch.zeros(1, 1, size, size, device=p.device, dtype=p.dtype))
     finally:
         for h in hooks:
             h.remove()

@@ -44,6 +44,11 @@ def shipped_state(ckpt: dict) -> dict:
             "history": ckpt["history"], "torch_version": str(torch.__version__)}
 
 
+def square_psnr(results: dict) -> float:
+    """Our mean hole PSNR on the square protocol, from a results.json: what decides which weights ship."""
+    return results["sets"]["square"]["all"]["ours"]["psnr"]["mean"]
+
+
 def table_rows(methods: dict) -> str:
     lines = ["| method | hole PSNR dB | hole SSIM | hole L1 |", "|---|---|---|---|"]
     for name, m in methods.items():
@@ -90,14 +95,14 @@ def package(run_dir: str, checkpoint: str, data_dir: str, force: bool) -> int:
     with tempfile.TemporaryDirectory(dir=os.path.dirname(WEIGHTS_DIR)) as staging:
         candidate = os.path.join(staging, "generator.pt")
         atomic_save(payload, candidate)
-        summaries = run_results(None, candidate, data_dir, out_dir=os.path.join(staging, "eval"), kinds=KINDS)
+        run_results(None, candidate, data_dir, out_dir=os.path.join(staging, "eval"), kinds=KINDS)
         with open(os.path.join(staging, "eval", "results.json")) as fh:
             results = json.load(fh)
-        new_psnr = summaries["square"]["all"]["ours"]["psnr"][0]
+        new_psnr = square_psnr(results)
         old_results = os.path.join(WEIGHTS_DIR, "results.json")
         if os.path.isfile(SHIPPED_WEIGHTS) and os.path.isfile(old_results) and not force:
             with open(old_results) as fh:
-                old_psnr = json.load(fh)["sets"]["square"]["all"]["ours"]["psnr"]["mean"]
+                old_psnr = square_psnr(json.load(fh))
             if new_psnr <= old_psnr:
                 print(f"kept the shipped weights: they score {old_psnr:.2f} dB hole PSNR, this run {new_psnr:.2f} dB "
                       "(--force replaces them anyway)")

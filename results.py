@@ -252,8 +252,7 @@ def write_report(report_dir: str, out_dir: str, g, cfg: Config, ckpt_path: "str 
     if g is not None:
         copies.update({"inpainting_results.png": "inpainting_random.png",
                        "fixed_inpainting_results.png": "inpainting_fixed_positions.png"})
-        g_cpu = generator_from_checkpoint(load_checkpoint(ckpt_path))[0]  # fp32 on the CPU for the shape pass
-        save_architecture_diagram(parameter_table(g_cpu), block_output_shapes(g_cpu, cfg.image_size),
+        save_architecture_diagram(parameter_table(g), block_output_shapes(g, cfg.image_size),
                                   os.path.join(report_dir, "architecture.png"),
                                   f"Generator (U-Net, nf {cfg.nf}, {cfg.image_size} px)")
         wrote.append("architecture.png")

@@ -139,3 +139,10 @@ def test_cosine_schedule_and_ema_warmup():
     expected = [0.75 * p.detach() + 0.25 * q.detach() for p, q in zip(a.parameters(), b.parameters())]
     update_ema(a, b, 0.75)
     assert all(torch.allclose(p, e) for p, e in zip(a.parameters(), expected))
+
+
+def test_results_report_regenerates_the_readme_figures(tiny_run, tmp_path):
+    report = tmp_path / "report"
+    run_script("results.py", tiny_run[0], "--out", str(tmp_path / "res"), "--report", str(report))
+    assert sorted(os.listdir(report)) == ["architecture.png", "comparison_square.png", "inpainting_fixed_positions.png",
+                                          "inpainting_random.png", "results.md", "training_curves.png"]
