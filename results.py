@@ -6,6 +6,7 @@
     python results.py --baselines-only --data-dir ../shared/data_celeb
 
     python results.py out/RUN --masks square,boxes,strokes     # free-form kinds per hole-area bucket
+    python results.py out/RUN --split val --masks square,strokes  # choose between runs on validation
 
 Writes into the run folder: results.md, results.json, per_image.csv, comparison.png (one
 comparison_<kind>.png per further kind), eval_masks/ (every evaluation hole as a PNG),
@@ -145,14 +146,18 @@ def default_kinds(cfg: Config) -> list:
 def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str = "", baselines_only: bool = False,
                 out_dir: "str | None" = None, device: str = "auto", precision: str = "auto",
                 max_images: int = 0, skip_baselines: bool = False, kinds: "list | None" = None,
-                report_dir: "str | None" = None) -> dict:
-    """Evaluate every method on every (kind, bucket) mask set, write every output; returns
-    {kind: {bucket or 'all': summary}}."""
+                report_dir: "str | None" = None, split_name: str = "test") -> dict:
+    """Evaluate every method on every (kind, bucket) mask set of one split, write every output; returns
+    {kind: {bucket or 'all': summary}}. split_name 'val' is for choosing between runs; 'test' for reporting."""
+    if split_name not in ("test", "val"):
+        raise ConfigError(f"--split must be test or val, not {split_name!r}")
+    if report_dir and split_name != "test":
+        raise ConfigError("--report draws the README's test-split figures: drop --split val")
     g = None
     if baselines_only:
         cfg = Config(data_dir=data_dir or os.environ.get(DATA_ENV, ""))
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
-        out_dir = out_dir or os.path.join("out", "baselines")
+        out_dir = out_dir or os.path.join("out", "baselines" if split_name == "test" else f"baselines-{split_name}")
     else:
         ckpt_path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir or "", f"{checkpoint}.pt")
         if not os.path.isfile(ckpt_path):
@@ -170,12 +175,14 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
                 raise ConfigError(f"{ckpt_path} has no split.json beside it: pass --data-dir (or set {DATA_ENV}) "
                                   "to the images to split and evaluate on")
             split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
-        out_dir = out_dir or run_dir or os.path.join("out", "results-" + os.path.basename(os.path.dirname(ckpt_path)))
-        print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its test split")
+        default_out = run_dir or os.path.join("out", "results-" + os.path.basename(os.path.dirname(ckpt_path)))
+        # validation results go in a subfolder so they never overwrite the run's test results
+        out_dir = out_dir or (default_out if split_name == "test" else os.path.join(default_out, split_name))
+        print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its {split_name} split")
     kinds = kinds or default_kinds(cfg)
     os.makedirs(out_dir, exist_ok=True)
-    split = {**split, "test": split["test"][:max_images] if max_images else split["test"]}
-    source = open_splits(cfg, split, ("test",))["test"]
+    split = {**split, split_name: split[split_name][:max_images] if max_images else split[split_name]}
+    source = open_splits(cfg, split, (split_name,))[split_name]
     names = source.names  # without any file that failed to decode
     images = source.take(len(names))  # N, 3, S, S uint8
     rt = choose_runtime(device, precision, cfg.channels_last)
@@ -184,7 +191,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
 
     summaries, csv_rows, md, composites_by_kind = {}, [], [], {}
     for kind in kinds:
-        sets = {b: m for (k, b), m in evaluation_sets(cfg, len(names), "test", [kind]).items()}
+        sets = {b: m for (k, b), m in evaluation_sets(cfg, len(names), split_name, [kind]).items()}
         results = {}
         for bucket, masks in sets.items():
             save_mask_pngs(masks, os.path.join(out_dir, "eval_masks", kind if kind == bucket else os.path.join(kind, bucket.rstrip("%"))), names)
@@ -214,14 +221,14 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
         grid_masks = torch.stack([results[b][0][i] for i, b in pick])
         grid = {m: torch.stack([results[b][1][m]["composite"][i] for i, b in pick]) for m in methods}
         composites_by_kind[kind] = (grid_masks, grid, [i for i, _ in pick])
-    header = (f"# Test results\n\n{len(names)} test images from {cfg.data_dir}, {cfg.image_size} px, fixed holes "
+    header = (f"# {split_name.capitalize()} results\n\n{len(names)} {split_name} images from {cfg.data_dir}, {cfg.image_size} px, fixed holes "
               f"(eval seed {cfg.eval_seed}; masks saved under eval_masks/). Mean ± 95% CI over images. Hole SSIM is "
               f"scikit-image's SSIM on the hole's bounding box + 3 px; times are per image on {rt.device}.\n\n")
     with open(os.path.join(out_dir, "results.md"), "w") as fh:
         fh.write(header + "\n".join(md))
     first = summaries[kinds[0]]["all"]
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
-        json.dump({"images": len(names), "image_size": cfg.image_size, "eval_seed": cfg.eval_seed, "kinds": kinds,
+        json.dump({"split": split_name, "images": len(names), "image_size": cfg.image_size, "eval_seed": cfg.eval_seed, "kinds": kinds,
                    "methods": to_json(first), "sets": {k: {b: to_json(v) for b, v in s.items()} for k, s in summaries.items()}},
                   fh, indent=2)
     write_per_image_csv(csv_rows, os.path.join(out_dir, "per_image.csv"))
@@ -230,7 +237,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
         fname = "comparison.png" if n == 0 else f"comparison_{kind}.png"
         comparison_figure(originals[idx], grid_masks, grid, os.path.join(out_dir, fname))
     if g is not None:
-        render_generator_grids(g, cfg, rt, images, fixed_masks(cfg, len(names), "test", kinds[0]), out_dir)
+        render_generator_grids(g, cfg, rt, images, fixed_masks(cfg, len(names), split_name, kinds[0]), out_dir)
     print(f"wrote results.md, results.json, per_image.csv, comparison*.png, eval_masks/"
           f"{', inpainting_results.png, fixed_inpainting_results.png' if g is not None else ''} to {out_dir}")
     if report_dir:
@@ -302,11 +309,13 @@ def main(argv=None) -> int:
     p.add_argument("--baselines-only", action="store_true", help="evaluate the classical baselines alone (no checkpoint)")
     p.add_argument("--no-baselines", action="store_true", help="evaluate only the generator")
     p.add_argument("--out", default=None, help="folder for the outputs (default: the run folder)")
-    p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N test images (0 = all)")
+    p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images of the split (0 = all)")
     p.add_argument("--masks", default="", help="comma-separated hole kinds to evaluate: square (the seed protocol), "
                    "boxes, strokes (each per hole-area bucket); default: the run's training kind")
     p.add_argument("--mask-examples", metavar="PNG", default=None,
                    help="only draw example masks of every kind (one per hole-area bucket) into PNG and exit")
+    p.add_argument("--split", default="test", choices=("test", "val"),
+                   help="test (report) or val (choose between runs; written to RUN/val/)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     args = p.parse_args(argv)
@@ -332,7 +341,8 @@ def main(argv=None) -> int:
         if bad:
             raise ConfigError(f"--masks: unknown kind(s) {', '.join(bad)}; choose from square, boxes, strokes")
         run_results(run_dir, checkpoint, args.data_dir, args.baselines_only, args.out, args.device,
-                    args.precision, args.max_images, args.no_baselines, kinds or None, args.report)
+                    args.precision, args.max_images, args.no_baselines, kinds or None, args.report,
+                    args.split)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

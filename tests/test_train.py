@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 
 import torch
 
@@ -67,6 +68,22 @@ def test_results_writes_grids_and_table(tiny_run, tmp_path):
     assert set(res["methods"]) == {"ours", "mean fill", "Telea", "Navier-Stokes", "biharmonic"}
     split = json.load(open(os.path.join(tiny_run[0], "split.json")))
     assert res["images"] == len(split["test"])
+
+
+def test_results_on_the_validation_split(tiny_run, tmp_path):
+    """--split val evaluates the val images (for choosing between runs) into RUN/val/, leaving the run's
+    test results alone; the README report stays test-only."""
+    run = str(tmp_path / "run")
+    shutil.copytree(tiny_run[0], run)
+    proc = run_script("results.py", run, "--split", "val", "--no-baselines")
+    assert "on its val split" in proc.stdout and not os.path.exists(os.path.join(run, "results.json"))
+    res = json.load(open(os.path.join(run, "val", "results.json")))
+    split = json.load(open(os.path.join(run, "split.json")))
+    assert res["split"] == "val" and res["images"] == len(split["val"])
+    rows = list(csv.DictReader(open(os.path.join(run, "val", "per_image.csv"))))
+    assert {r["image"] for r in rows} == set(split["val"])
+    proc = run_script("results.py", run, "--split", "val", "--report", str(tmp_path / "rep"), check=False)
+    assert proc.returncode == 2 and "--split val" in proc.stderr
 
 
 def test_no_images_exits_nonzero_with_a_hint(tmp_path):
