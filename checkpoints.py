@@ -86,6 +86,14 @@ def newest_run(out_dir: str) -> "str | None":
     return max(runs, key=lambda p: os.path.getmtime(os.path.join(p, "last.pt")), default=None)
 
 
+def run_checkpoint(run_dir: "str | None", checkpoint: str) -> str:
+    """`checkpoint` itself when it is a file, else RUN_DIR/<checkpoint>.pt (best, last); it must exist."""
+    path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir or "", f"{checkpoint}.pt")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} not found: pass --checkpoint best, last or a .pt path")
+    return path
+
+
 SHIPPED_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "generator.pt")
 
 

@@ -19,7 +19,8 @@ import tempfile
 
 import torch
 
-from checkpoints import SHIPPED_WEIGHTS, CheckpointError, atomic_save, generator_from_checkpoint, load_checkpoint
+from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, atomic_save, generator_from_checkpoint, load_checkpoint,
+                         run_checkpoint)
 from config import ConfigError
 from dataset import DataError
 from results import run_results
@@ -88,10 +89,7 @@ def readme(cfg: dict, payload: dict, results: dict, digest: str, size: int, run_
 
 
 def package(run_dir: str, checkpoint: str, data_dir: str, force: bool) -> int:
-    ckpt_path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir, f"{checkpoint}.pt")
-    if not os.path.isfile(ckpt_path):
-        raise CheckpointError(f"{ckpt_path} not found: pass a run folder that holds {checkpoint}.pt")
-    payload = shipped_state(load_checkpoint(ckpt_path))
+    payload = shipped_state(load_checkpoint(run_checkpoint(run_dir, checkpoint)))
     with tempfile.TemporaryDirectory(dir=os.path.dirname(WEIGHTS_DIR)) as staging:
         candidate = os.path.join(staging, "generator.pt")
         atomic_save(payload, candidate)

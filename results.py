@@ -24,7 +24,8 @@ import sys
 import torch
 
 from baselines import BASELINES
-from checkpoints import SHIPPED_WEIGHTS, CheckpointError, generator_from_checkpoint, load_checkpoint, newest_run
+from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, generator_from_checkpoint, load_checkpoint, newest_run,
+                         run_checkpoint)
 from config import DATA_ENV, Config, ConfigError, choose_runtime
 from dataset import DataError, open_splits, split_files, to_model_range, to_unit_range
 from evaluation import evaluate_baseline, evaluate_generator, generator_inpaint
@@ -159,9 +160,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
         out_dir = out_dir or os.path.join("out", "baselines" if split_name == "test" else f"baselines-{split_name}")
     else:
-        ckpt_path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir or "", f"{checkpoint}.pt")
-        if not os.path.isfile(ckpt_path):
-            raise CheckpointError(f"checkpoint {ckpt_path} not found: pass --checkpoint best, last or a .pt path")
+        ckpt_path = run_checkpoint(run_dir, checkpoint)
         ckpt = load_checkpoint(ckpt_path)
         g, cfg = generator_from_checkpoint(ckpt)
         if data_dir:
