@@ -60,3 +60,17 @@ def real_data():
             pytest.fail(f"INPAINT_DATA_DIR={REAL_DATA!r} is not a folder; .ci/run must point it at ../shared/data_celeb")
         pytest.skip("set INPAINT_DATA_DIR to the CelebA images to run the real-data tests")
     return REAL_DATA
+
+
+LPIPS_REFERENCE = os.environ.get("INPAINT_LPIPS_REFERENCE", "")
+
+
+@pytest.fixture
+def lpips_reference():
+    """The LPIPS authors' example images (ex_ref/ex_p0/ex_p1.png), e.g. ../shared/lpips_reference."""
+    if not LPIPS_REFERENCE or not os.path.isdir(LPIPS_REFERENCE):
+        if os.environ.get("CI"):
+            pytest.fail(f"INPAINT_LPIPS_REFERENCE={LPIPS_REFERENCE!r} is not a folder; .ci/run must point it at "
+                        "../shared/lpips_reference")
+        pytest.skip("set INPAINT_LPIPS_REFERENCE to the LPIPS example images to run the reference test")
+    return LPIPS_REFERENCE
