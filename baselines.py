@@ -8,6 +8,13 @@ import numpy as np
 from scipy import ndimage
 from skimage.restoration import inpaint_biharmonic
 
+try:  # optional: the MIT-licensed PyPI package pypatchmatch (prebuilt wheels, no compiling)
+    import patchmatch
+except ImportError:  # pragma: no cover - reported by patch_match() when it is called
+    patchmatch = None
+
+PATCHMATCH_SEED = 0  # PatchMatch is randomised; a fixed seed per call makes every fill reproducible
+PATCHMATCH_PATCH = 3  # patch radius (7x7 patches), the value its authors' examples use
 OPENCV_RADIUS = 3  # neighbourhood radius of OpenCV's inpainting (its documented typical value)
 RING = 4  # width of the ring whose mean colour fills the hole in mean_fill
 
@@ -41,4 +48,16 @@ def biharmonic(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.clip(inpaint_biharmonic(image, mask, channel_axis=-1), 0, 1).astype(np.float32)
 
 
-BASELINES = {"mean fill": mean_fill, "Telea": telea, "Navier-Stokes": navier_stokes, "biharmonic": biharmonic}
+def patch_match(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """PatchMatch (Barnes et al. 2009), the algorithm behind content-aware fill: copies patches of the
+    known image into the hole, coarse to fine."""
+    if patchmatch is None or not patchmatch.patchmatch_available:
+        raise RuntimeError("PatchMatch needs the pypatchmatch package: pip install -r requirements.txt")
+    patchmatch.set_random_seed(PATCHMATCH_SEED)
+    u8 = np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
+    out = patchmatch.inpaint(u8, mask.astype(np.uint8) * 255, patch_size=PATCHMATCH_PATCH)
+    return out.astype(np.float32) / 255
+
+
+BASELINES = {"mean fill": mean_fill, "Telea": telea, "Navier-Stokes": navier_stokes, "biharmonic": biharmonic,
+             "PatchMatch": patch_match}
