@@ -137,36 +137,47 @@ def training_masks(cfg, n: int, rng: np.random.Generator) -> torch.Tensor:
     return _stack([draw_mask(cfg, cfg.mask, rng, squares=cfg.holes) for _ in range(n)])
 
 
-def fixed_masks(cfg, n: int, split: str, kind: "str | None" = None, area: "tuple | None" = None) -> torch.Tensor:
+def fixed_masks(cfg, n: int, split: str, kind: "str | None" = None, area: "tuple | None" = None,
+                indices=None) -> torch.Tensor:
     """The evaluation holes of a split: hole i depends only on (eval_seed, split, kind, area, i).
 
     The default (kind None) is the training kind with the config's area bounds; the square kind
     keeps the seed's protocol (one hole_size square per image) so numbers stay comparable.
+    `indices` draws only the holes of those images (default: all n).
     """
     kind = kind or cfg.mask
-    if n == 0:
+    indices = range(n) if indices is None else [int(i) for i in indices]
+    if len(indices) == 0:
         return torch.zeros(0, 1, cfg.image_size, cfg.image_size)
     if kind == "square" and area is None:
         return torch.cat([square_masks(1, cfg.image_size, cfg.hole_size, cfg.hole_margin,
-                                       rng_for(cfg.eval_seed, SPLIT_STREAM[split], i)) for i in range(n)])
+                                       rng_for(cfg.eval_seed, SPLIT_STREAM[split], i)) for i in indices])
     area_key = (0, 1000) if area is None else (round(area[0] * 1000), round(area[1] * 1000))
     return _stack([draw_mask(cfg, kind, rng_for(cfg.eval_seed, SPLIT_STREAM[split], 1 + KIND_STREAM[kind], *area_key, i),
-                             area) for i in range(n)])
+                             area) for i in indices])
 
 
 def bucket_label(area: tuple) -> str:
     return f"{round(area[0] * 100)}-{round(area[1] * 100)}%"
 
 
-def evaluation_sets(cfg, n: int, split: str, kinds) -> dict:
-    """{(kind, bucket label): masks}: the square protocol as one set, free-form kinds per area bucket."""
+def evaluation_sets(cfg, n: int, split: str, kinds, cycle: bool = False) -> dict:
+    """{(kind, bucket label): masks}: the square protocol as one set, free-form kinds per area bucket.
+
+    With cycle=True, {(kind, bucket label): (image indices, masks)} where each image lies in one bucket
+    per kind (image i in bucket i mod 5): a fifth of the work on large test sets, and every hole is the
+    one the full protocol gives that image in that bucket.
+    """
     sets = {}
     for kind in kinds:
         if kind == "square":
-            sets[(kind, "square")] = fixed_masks(cfg, n, split, "square")
-        else:
-            for lo, hi in BUCKETS:
-                sets[(kind, bucket_label((lo, hi)))] = fixed_masks(cfg, n, split, kind, (max(lo, 0.01), hi))
+            masks = fixed_masks(cfg, n, split, "square")
+            sets[(kind, "square")] = (torch.arange(n), masks) if cycle else masks
+            continue
+        for b, (lo, hi) in enumerate(BUCKETS):
+            idx = torch.arange(b, n, len(BUCKETS)) if cycle else torch.arange(n)
+            masks = fixed_masks(cfg, n, split, kind, (max(lo, 0.01), hi), idx)
+            sets[(kind, bucket_label((lo, hi)))] = (idx, masks) if cycle else masks
     return sets
 
 

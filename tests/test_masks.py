@@ -61,7 +61,7 @@ import pytest  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from config import ConfigError  # noqa: E402
-from masks import BUCKETS, draw_mask, evaluation_sets, parse_mix, save_mask_pngs, training_masks  # noqa: E402
+from masks import BUCKETS, bucket_label, draw_mask, evaluation_sets, parse_mix, save_mask_pngs, training_masks  # noqa: E402
 
 
 @pytest.mark.parametrize("kind", ["square", "boxes", "strokes", "mixed"])
@@ -163,3 +163,19 @@ def test_several_training_holes_per_image_are_a_union_of_squares():
     assert torch.all(area <= 6 * 32 * 32) and area.float().mean() > 3 * 32 * 32  # overlaps allowed, rare
     mixed = training_masks(Config(mask="mixed", mask_mix="square:1", holes=4).validate(), 4, rng_for(4))
     assert torch.all(mixed.sum(dim=(1, 2, 3)) > 32 * 32)
+
+
+def test_cycled_buckets_put_each_image_in_one_bucket_with_its_full_protocol_hole():
+    cfg = Config()
+    full = evaluation_sets(cfg, 12, "test", ["square", "strokes"])
+    cycled = evaluation_sets(cfg, 12, "test", ["square", "strokes"], cycle=True)
+    assert set(full) == set(cycled)
+    idx, masks = cycled[("square", "square")]
+    assert idx.tolist() == list(range(12)) and torch.equal(masks, full[("square", "square")])
+    seen = []
+    for b, (lo, hi) in enumerate(BUCKETS):
+        idx, masks = cycled[("strokes", bucket_label((lo, hi)))]
+        assert idx.tolist() == list(range(b, 12, len(BUCKETS)))
+        assert torch.equal(masks, full[("strokes", bucket_label((lo, hi)))][idx])  # a subset of the full protocol
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(12))
