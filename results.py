@@ -15,57 +15,100 @@ figures and tables into DIR: architecture.png (drawn from the model), training_c
 the comparison figures and results.md.
 """
 import argparse
+import concurrent.futures
+import contextlib
 import csv
+import hashlib
 import json
+import math
+import multiprocessing
 import os
 import shutil
 import sys
+import time
 
 import torch
+from tqdm import tqdm
 
 from baselines import BASELINES
-from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, generator_from_checkpoint, load_checkpoint, newest_run,
-                         run_checkpoint)
+from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, atomic_save, generator_from_checkpoint, load_checkpoint,
+                         newest_run, run_checkpoint)
 from config import DATA_ENV, Config, ConfigError, choose_runtime
 from dataset import DataError, open_splits, split_files, to_model_range, to_unit_range
-from evaluation import evaluate_baseline, evaluate_generator, generator_inpaint
+from evaluation import Judge, evaluate_baseline, evaluate_generator, generator_inpaint
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import mean_ci95
 from models import block_output_shapes, parameter_table
+from perceptual import PerceptualWeightsError
 from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
 GRID_ROWS = 4  # test images in each comparison figure
-# (column key, header, higher is better)
+# per-image metrics (per_image.csv, means with 95% CIs): (key, header, higher is better)
 COLUMNS = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssim", "hole SSIM ↑", True),
-           ("edge", "hole edge ↓", False), ("image_psnr", "image PSNR dB ↑", True),
+           ("edge", "hole edge ↓", False), ("lpips", "LPIPS ↓", False), ("image_psnr", "image PSNR dB ↑", True),
            ("image_ssim", "image SSIM ↑", True)]
+# the printed tables: per-image metrics plus the set-level distribution distances
+TABLE = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssim", "hole SSIM ↑", True),
+         ("lpips", "LPIPS ↓", False), ("kid", "KID×1000 ↓", False), ("fd", "FD-VGG ↓", False),
+         ("image_psnr", "image PSNR dB ↑", True)]
 FIXED_POSITIONS = {"centre": (0.5, 0.5), "left eye": (0.45, 0.36), "right eye": (0.45, 0.64), "mouth": (0.72, 0.5)}
+SCALE = {"kid": 1000}  # KID is printed in thousandths, as usual
+DIGITS = {"psnr": 2, "image_psnr": 2, "kid": 2, "fd": 1}
+CACHE_VERSION = 1  # bump when a baseline, the metrics or the cached fields change: old entries are then ignored
+DEFAULT_CACHE = os.path.join("out", "cache")
+FULL_BUCKETS_UP_TO = 500  # --buckets auto: every image in every bucket up to this many images, else cycle
 
 
-def summarize(per_method: dict) -> dict:
-    """{method: {metric: (mean, ci95), 'ms_per_image': float}}."""
-    return {name: {**{k: mean_ci95(r[k]) for k, _, _ in COLUMNS}, "ms_per_image": 1000 * r["seconds_per_image"]}
-            for name, r in per_method.items()}
+def summarize(per_method: dict, real_features: "torch.Tensor | None" = None) -> dict:
+    """{method: {metric: (mean, ci95 or KID's standard error), 'fd': value, 'ms_per_image': float}}."""
+    from perceptual import frechet_distance, kid
+    out = {}
+    for name, r in per_method.items():
+        s = {k: mean_ci95(r[k]) for k, _, _ in COLUMNS if k in r}
+        if real_features is not None and "features" in r:
+            s["kid"] = kid(real_features, r["features"])
+            s["fd"] = (frechet_distance(real_features, r["features"]), math.nan)
+        s["ms_per_image"] = 1000 * r["seconds_per_image"]
+        out[name] = s
+    return out
 
 
 def markdown_table(summary: dict) -> str:
-    """Rows = methods, best mean per column in bold."""
+    """Rows = methods, best mean per column in bold; columns absent from every method are left out."""
+    cols = [c for c in TABLE if any(c[0] in s for s in summary.values())]
     best = {}
-    for k, _, higher in COLUMNS:
-        values = [s[k][0] for s in summary.values()]
+    for k, _, higher in cols:
+        values = [s[k][0] for s in summary.values() if k in s]
         best[k] = max(values) if higher else min(values)
-    header = "| method | " + " | ".join(h for _, h, _ in COLUMNS) + " | ms / image |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    header = "| method | " + " | ".join(h for _, h, _ in cols) + " | ms / image |"
+    lines = [header, "|" + "---|" * (len(cols) + 2)]
     for name, s in summary.items():
         cells = []
-        for k, _, _ in COLUMNS:
-            mean, ci = s[k]
-            digits = 2 if "psnr" in k else 4
-            text = f"{mean:.{digits}f} ± {ci:.{digits}f}"
-            cells.append(f"**{text}**" if mean == best[k] else text)
+        for k, _, _ in cols:
+            mean, ci = s.get(k, (math.nan, math.nan))
+            mean, ci, digits = mean * SCALE.get(k, 1), ci * SCALE.get(k, 1), DIGITS.get(k, 4)
+            text = f"{mean:.{digits}f}" + ("" if math.isnan(ci) else f" ± {ci:.{digits}f}")
+            cells.append(f"**{text}**" if s.get(k, (None,))[0] == best[k] else text)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['ms_per_image']:.1f} |")
     return "\n".join(lines)
+
+
+def paired_lines(per_method: dict) -> list:
+    """Ours minus the pixel bar (biharmonic) and the perceptual bar (PatchMatch) on the same image and hole."""
+    lines = []
+    for bar, keys in (("biharmonic", ("psnr", "lpips")), ("PatchMatch", ("lpips",))):
+        if OURS not in per_method or bar not in per_method:
+            continue
+        parts = []
+        for k in keys:
+            if k in per_method[OURS] and k in per_method[bar]:
+                mean, ci = mean_ci95(per_method[OURS][k] - per_method[bar][k])
+                label, unit = {"psnr": ("hole PSNR", " dB"), "lpips": ("LPIPS", "")}[k]
+                parts.append(f"{label} {mean:+.{DIGITS.get(k, 4)}f} ± {ci:.{DIGITS.get(k, 4)}f}{unit}")
+        if parts:
+            lines.append(f"ours − {bar} (paired, 95% CI): " + ", ".join(parts))
+    return lines
 
 
 def write_per_image_csv(rows: list, path: str):
@@ -77,15 +120,87 @@ def write_per_image_csv(rows: list, path: str):
 
 def per_image_rows(per_method: dict, names: list, kind: str, bucket: str, masks: torch.Tensor) -> list:
     frac = masks.mean(dim=(1, 2, 3))
-    return [[name, method, kind, bucket, f"{float(frac[i]):.4f}"] + [f"{float(r[k][i]):.6f}" for k, _, _ in COLUMNS]
+    return [[name, method, kind, bucket, f"{float(frac[i]):.4f}"] +
+            [f"{float(r[k][i]):.6f}" if k in r else "" for k, _, _ in COLUMNS]
             for method, r in per_method.items() for i, name in enumerate(names)]
 
 
 def pooled(results: list) -> dict:
-    """Concatenate per-image metrics of several mask sets (e.g. all buckets of a kind)."""
-    out = {k: torch.cat([r[k] for r in results]) for k, _, _ in COLUMNS}
-    out["seconds_per_image"] = sum(r["seconds_per_image"] for r in results) / len(results)
+    """Concatenate per-image metrics (and features) of several mask sets (e.g. all buckets of a kind)."""
+    keys = [k for k in results[0] if isinstance(results[0][k], torch.Tensor) and k not in ("composite", "raw")]
+    out = {k: torch.cat([r[k] for r in results]) for k in keys}
+    out["seconds_per_image"] = sum(r["seconds_per_image"] * len(r["psnr"]) for r in results) / len(out["psnr"])
     return out
+
+
+def content_key(*parts) -> str:
+    """A hex digest of names, pixels and masks: what a cached result depends on."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    for p in parts:
+        h.update(p.numpy().tobytes() if isinstance(p, torch.Tensor) else repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def cached(cache_dir: "str | None", key: str, compute) -> tuple:
+    """(result, True if it came from the cache): compute() runs once per key; its result is saved under
+    cache_dir (atomically) and reloaded next time."""
+    if not cache_dir:
+        return compute(), False
+    path = os.path.join(cache_dir, f"{key}.pt")
+    if os.path.isfile(path):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True), True
+        except Exception as e:  # a damaged entry is recomputed, never trusted
+            print(f"ignoring unreadable cache entry {path} ({type(e).__name__}); recomputing", file=sys.stderr)
+    result = compute()
+    os.makedirs(cache_dir, exist_ok=True)
+    atomic_save(result, path)
+    return result, False
+
+
+class Evaluator:
+    """Everything one evaluation shares across its mask sets: the images, the model, the judge (metrics,
+    LPIPS, VGG features), the worker pool for the classical fills and the on-disk cache of their results."""
+
+    def __init__(self, images, names, g, rt, judge, executor, cache_dir, skip_baselines):
+        self.images, self.names, self.g, self.rt, self.judge = images, names, g, rt, judge
+        self.executor, self.cache_dir, self.skip_baselines = executor, cache_dir, skip_baselines
+        self.methods = ([] if skip_baselines else list(BASELINES)) + ([OURS] if g is not None else [])
+        self.hits = self.misses = 0
+        self.model_key = content_key(*(v.cpu() for v in g.state_dict().values())) if g is not None else ""
+        self.real = None
+        if judge.lpips is not None:  # the reference side of KID: the originals, computed once per image set
+            key = content_key("real", names, images)
+            self.real = cached(cache_dir, key, lambda: {"features": judge.real_features(images)})[0]["features"]
+
+    def measure(self, name: str, images: torch.Tensor, masks: torch.Tensor, bar) -> dict:
+        """One method's per-image measurements, the first GRID_ROWS composites kept for the figures."""
+        if name != OURS:
+            return evaluate_baseline(BASELINES[name], images, masks, self.judge, self.executor, keep=GRID_ROWS,
+                                     progress=bar)
+        out = evaluate_generator(self.g, images, masks, self.rt, keep_outputs=GRID_ROWS, judge=self.judge,
+                                 progress=bar)
+        out.pop("raw", None)
+        return out
+
+    def evaluate(self, label: str, idx: torch.Tensor, masks: torch.Tensor) -> dict:
+        """{method: per-image measurements} on images[idx] with these masks, baselines from the cache."""
+        images, names = self.images[idx], [self.names[i] for i in idx.tolist()]
+        per_method, start, hits = {}, time.perf_counter(), self.hits
+        with tqdm(total=len(idx) * len(self.methods), desc=label, unit="img", leave=False,
+                  disable=None) as bar:
+            for name in self.methods:
+                bar.set_postfix_str(name)
+                key = content_key(name, self.judge.lpips is not None, names, images, masks.bool())
+                if name == OURS:  # a model's outputs depend on its weights and on the device and precision too
+                    key = content_key(key, self.model_key, str(self.rt.device), self.rt.precision)
+                per_method[name], hit = cached(self.cache_dir, key, lambda: self.measure(name, images, masks, bar))
+                self.hits, self.misses = self.hits + hit, self.misses + (not hit)
+                bar.update(len(idx) * len(per_method) - bar.n)  # a cached method completes at once
+        print(f"{label}: {len(self.methods)} methods on {len(idx)} images in {time.perf_counter() - start:.0f} s"
+              f" ({self.hits - hits} from the cache)", flush=True)
+        return per_method
 
 
 def hole_crops(images: torch.Tensor, masks: torch.Tensor, pad: int = 8, zoom: int = 0) -> torch.Tensor:
@@ -144,40 +259,102 @@ def default_kinds(cfg: Config) -> list:
     return ["square", "boxes", "strokes"] if cfg.mask == "mixed" else [cfg.mask]
 
 
+def load_model(run_dir, checkpoint: str, data_dir: str, split_name: str) -> tuple:
+    """(generator, its config, the split, default output folder, checkpoint path) of a run or weights file."""
+    ckpt_path = run_checkpoint(run_dir, checkpoint)
+    ckpt = load_checkpoint(ckpt_path)
+    g, cfg = generator_from_checkpoint(ckpt)
+    if data_dir:
+        cfg.data_dir = data_dir
+    split_path = os.path.join(run_dir or os.path.dirname(ckpt_path), "split.json")
+    if os.path.isfile(split_path):
+        with open(split_path) as fh:
+            split = json.load(fh)
+    else:  # shipped weights: the same split of the images at --data-dir
+        if not cfg.data_dir:
+            raise ConfigError(f"{ckpt_path} has no split.json beside it: pass --data-dir (or set {DATA_ENV}) "
+                              "to the images to split and evaluate on")
+        split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
+    default_out = run_dir or os.path.join("out", "results-" + os.path.basename(os.path.dirname(ckpt_path)))
+    print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its {split_name} split of {cfg.data_dir}")
+    return g, cfg, split, default_out, ckpt_path
+
+
+def process_pool(jobs: int):
+    """Worker processes for the classical fills (spawned: no inherited thread pools), or None for jobs <= 1."""
+    if jobs <= 1:
+        return None
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle: bool, out_dir: str) -> tuple:
+    """One hole kind: (summaries {bucket or 'all': summary}, markdown, per-image csv rows, grid)."""
+    n = len(ev.names)
+    sets = {b: (v if cycle else (torch.arange(n), v))
+            for (_, b), v in evaluation_sets(cfg, n, split_name, [kind], cycle).items()}
+    results, rows = {}, []
+    for bucket, (idx, masks) in sets.items():
+        names = [ev.names[i] for i in idx.tolist()]
+        save_mask_pngs(masks, os.path.join(out_dir, "eval_masks", kind if kind == bucket else
+                                           os.path.join(kind, bucket.rstrip("%"))), names)
+        per_method = ev.evaluate(f"{kind} {bucket}" if kind != bucket else kind, idx, masks)
+        results[bucket] = (idx, masks, per_method)
+        rows += per_image_rows(per_method, names, kind, bucket, masks)
+    summaries = {"all": summarize({m: pooled([pm[m] for _, _, pm in results.values()]) for m in ev.methods}, ev.real)}
+    title = (f"## {kind} holes: one {cfg.hole_size}x{cfg.hole_size} square per image" if kind == "square" else
+             f"## {kind} holes: " + ("each image in one hole-area bucket (image i in bucket i mod 5)" if cycle else
+                                     "every image once per hole-area bucket") + f" ({len(results)} buckets pooled)")
+    pooled_pairs = {m: pooled([pm[m] for _, _, pm in results.values()]) for m in ev.methods}
+    md = [f"{title}\n\n{markdown_table(summaries['all'])}\n", *[f"- {line}" for line in paired_lines(pooled_pairs)]]
+    if len(results) > 1:
+        for bucket, (idx, _, per_method) in results.items():
+            summaries[bucket] = summarize(per_method, ev.real)
+            md.append(f"\n### {kind}, holes covering {bucket} of the image ({len(idx)} images)\n\n"
+                      f"{markdown_table(summaries[bucket])}\n")
+            md += [f"- {line}" for line in paired_lines(per_method)]
+    text = "\n".join(md)
+    print("\n" + text, flush=True)
+    return summaries, text, rows, grid_of(results, ev.methods)
+
+
+def grid_of(results: dict, methods: list, rows: int = GRID_ROWS) -> tuple:
+    """(masks, {method: composites}, image indices) of the first images, cycling through the buckets so
+    that small and large holes both show."""
+    buckets = list(results)
+    picks = []
+    for i in range(rows):
+        idx, masks, per_method = results[buckets[i % len(buckets)]]
+        local = (idx == i).nonzero().flatten()
+        if len(local) and int(local[0]) < GRID_ROWS:
+            picks.append((i, masks, per_method, int(local[0])))
+    grid_masks = torch.stack([m[j] for _, m, _, j in picks])
+    grid = {name: torch.stack([pm[name]["composite"][j] for _, _, pm, j in picks]) for name in methods}
+    return grid_masks, grid, [i for i, _, _, _ in picks]
+
+
 def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str = "", baselines_only: bool = False,
                 out_dir: "str | None" = None, device: str = "auto", precision: str = "auto",
                 max_images: int = 0, skip_baselines: bool = False, kinds: "list | None" = None,
-                report_dir: "str | None" = None, split_name: str = "test") -> dict:
+                report_dir: "str | None" = None, split_name: str = "test", jobs: int = 1, buckets: str = "auto",
+                perceptual: bool = True, cache_dir: "str | None" = None) -> dict:
     """Evaluate every method on every (kind, bucket) mask set of one split, write every output; returns
     {kind: {bucket or 'all': summary}}. split_name 'val' is for choosing between runs; 'test' for reporting."""
     if split_name not in ("test", "val"):
         raise ConfigError(f"--split must be test or val, not {split_name!r}")
     if report_dir and split_name != "test":
         raise ConfigError("--report draws the README's test-split figures: drop --split val")
-    g = None
+    if buckets not in ("auto", "all", "cycle"):
+        raise ConfigError(f"--buckets must be auto, all or cycle, not {buckets!r}")
+    start = time.perf_counter()
+    g = ckpt_path = None
     if baselines_only:
         cfg = Config(data_dir=data_dir or os.environ.get(DATA_ENV, ""))
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
-        out_dir = out_dir or os.path.join("out", "baselines" if split_name == "test" else f"baselines-{split_name}")
+        default_out = os.path.join("out", "baselines")
     else:
-        ckpt_path = run_checkpoint(run_dir, checkpoint)
-        ckpt = load_checkpoint(ckpt_path)
-        g, cfg = generator_from_checkpoint(ckpt)
-        if data_dir:
-            cfg.data_dir = data_dir
-        split_path = os.path.join(run_dir or os.path.dirname(ckpt_path), "split.json")
-        if os.path.isfile(split_path):
-            with open(split_path) as fh:
-                split = json.load(fh)
-        else:  # shipped weights: the same sorted-list split of the images at --data-dir
-            if not cfg.data_dir:
-                raise ConfigError(f"{ckpt_path} has no split.json beside it: pass --data-dir (or set {DATA_ENV}) "
-                                  "to the images to split and evaluate on")
-            split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
-        default_out = run_dir or os.path.join("out", "results-" + os.path.basename(os.path.dirname(ckpt_path)))
-        # validation results go in a subfolder so they never overwrite the run's test results
-        out_dir = out_dir or (default_out if split_name == "test" else os.path.join(default_out, split_name))
-        print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its {split_name} split")
+        g, cfg, split, default_out, ckpt_path = load_model(run_dir, checkpoint, data_dir, split_name)
+    # validation results go in a subfolder so they never overwrite the test results
+    out_dir = out_dir or (default_out if split_name == "test" else os.path.join(default_out, split_name))
     kinds = kinds or default_kinds(cfg)
     os.makedirs(out_dir, exist_ok=True)
     split = {**split, split_name: split[split_name][:max_images] if max_images else split[split_name]}
@@ -187,61 +364,51 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
     rt = choose_runtime(device, precision, cfg.channels_last)
     if g is not None:
         g = g.to(rt.device, memory_format=rt.memory_format())
-
-    summaries, csv_rows, md, composites_by_kind = {}, [], [], {}
-    for kind in kinds:
-        sets = {b: m for (k, b), m in evaluation_sets(cfg, len(names), split_name, [kind]).items()}
-        results = {}
-        for bucket, masks in sets.items():
-            save_mask_pngs(masks, os.path.join(out_dir, "eval_masks", kind if kind == bucket else os.path.join(kind, bucket.rstrip("%"))), names)
-            per_method = {} if skip_baselines else {n: evaluate_baseline(f, images, masks) for n, f in BASELINES.items()}
-            if g is not None:
-                per_method[OURS] = evaluate_generator(g, images, masks, rt, keep_outputs=True)
-            for r in per_method.values():  # the comparison grid shows the first GRID_ROWS images only
-                r["composite"] = r["composite"][:GRID_ROWS]
-                r.pop("raw", None)
-            results[bucket] = (masks, per_method)
-            csv_rows += per_image_rows(per_method, names, kind, bucket, masks)
-        methods = list(next(iter(results.values()))[1])
-        all_sets = {m: pooled([pm[m] for _, pm in results.values()]) for m in methods}
-        summaries[kind] = {"all": summarize(all_sets)}
-        title = (f"## {kind} holes: one {cfg.hole_size}x{cfg.hole_size} square per image" if kind == "square"
-                 else f"## {kind} holes: every image once per hole-area bucket ({len(results)} buckets pooled)")
-        md.append(f"{title}\n\n{markdown_table(summaries[kind]['all'])}\n")
-        print(f"\n{title}\n{markdown_table(summaries[kind]['all'])}")
-        if len(results) > 1:
-            for bucket, (masks, per_method) in results.items():
-                summaries[kind][bucket] = summarize(per_method)
-                md.append(f"\n### {kind}, holes covering {bucket} of the image\n\n{markdown_table(summaries[kind][bucket])}\n")
-        # the comparison grid cycles through the buckets so small and large holes both show
-        rows = min(GRID_ROWS, len(names))
-        buckets = list(results)
-        pick = [(i, buckets[i % len(buckets)]) for i in range(rows)]
-        grid_masks = torch.stack([results[b][0][i] for i, b in pick])
-        grid = {m: torch.stack([results[b][1][m]["composite"][i] for i, b in pick]) for m in methods}
-        composites_by_kind[kind] = (grid_masks, grid, [i for i, _ in pick])
-    header = (f"# {split_name.capitalize()} results\n\n{len(names)} {split_name} images from {cfg.data_dir}, {cfg.image_size} px, fixed holes "
-              f"(eval seed {cfg.eval_seed}; masks saved under eval_masks/). Mean ± 95% CI over images. Hole SSIM is "
-              f"scikit-image's SSIM on the hole's bounding box + 3 px; times are per image on {rt.device}.\n\n")
-    with open(os.path.join(out_dir, "results.md"), "w") as fh:
-        fh.write(header + "\n".join(md))
-    first = summaries[kinds[0]]["all"]
-    with open(os.path.join(out_dir, "results.json"), "w") as fh:
-        json.dump({"split": split_name, "images": len(names), "image_size": cfg.image_size, "eval_seed": cfg.eval_seed, "kinds": kinds,
-                   "methods": to_json(first), "sets": {k: {b: to_json(v) for b, v in s.items()} for k, s in summaries.items()}},
-                  fh, indent=2)
-    write_per_image_csv(csv_rows, os.path.join(out_dir, "per_image.csv"))
-    originals = images.float() / 255
-    for n, (kind, (grid_masks, grid, idx)) in enumerate(composites_by_kind.items()):
-        fname = "comparison.png" if n == 0 else f"comparison_{kind}.png"
-        comparison_figure(originals[idx], grid_masks, grid, os.path.join(out_dir, fname))
+    cycle = buckets == "cycle" or (buckets == "auto" and len(names) > FULL_BUCKETS_UP_TO)
+    summaries, md, csv_rows, grids = {}, [], [], {}
+    with process_pool(jobs) or contextlib.nullcontext() as executor:
+        ev = Evaluator(images, names, g, rt, Judge(perceptual, device=rt.device), executor,
+                       cache_dir, skip_baselines)
+        for kind in kinds:
+            summaries[kind], text, rows, grids[kind] = evaluate_kind(ev, cfg, kind, split_name, cycle, out_dir)
+            md.append(text)
+            csv_rows += rows
+    write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv_rows, grids, images, cycle, perceptual)
     if g is not None:
         render_generator_grids(g, cfg, rt, images, fixed_masks(cfg, len(names), split_name, kinds[0]), out_dir)
     print(f"wrote results.md, results.json, per_image.csv, comparison*.png, eval_masks/"
           f"{', inpainting_results.png, fixed_inpainting_results.png' if g is not None else ''} to {out_dir}")
+    print(f"evaluated {len(names)} images in {time.perf_counter() - start:.0f} s; per-method results: "
+          f"{ev.hits} from the cache, {ev.misses} computed" + (f" (cache: {cache_dir})" if cache_dir else ""))
     if report_dir:
-        write_report(report_dir, out_dir, g, cfg, ckpt_path if g is not None else None, kinds)
+        write_report(report_dir, out_dir, g, cfg, ckpt_path, kinds)
     return summaries
+
+
+def write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv_rows, grids, images, cycle,
+                  perceptual):
+    """results.md, results.json, per_image.csv and one comparison figure per kind."""
+    header = (f"# {split_name.capitalize()} results\n\n{len(names)} {split_name} images from {cfg.data_dir}, "
+              f"{cfg.image_size} px, fixed holes (eval seed {cfg.eval_seed}; masks saved under eval_masks/). "
+              "Mean ± 95% CI over images. Hole SSIM is scikit-image's SSIM on the hole's bounding box + 3 px. "
+              + ("LPIPS (v0.1, AlexNet) compares the whole composite with the original; KID (± its standard error "
+                 "over subsets) and FD-VGG compare VGG16 relu5_3 features of the composites with those of all "
+                 f"{len(names)} original images; both are evaluation-only networks, never training losses, and "
+                 "neither is Inception-FID. " if perceptual else "")
+              + f"Times are per image on {rt.device}.\n\n")
+    with open(os.path.join(out_dir, "results.md"), "w") as fh:
+        fh.write(header + "\n".join(md))
+    first = summaries[kinds[0]]["all"]
+    with open(os.path.join(out_dir, "results.json"), "w") as fh:
+        json.dump({"split": split_name, "images": len(names), "image_size": cfg.image_size,
+                   "eval_seed": cfg.eval_seed, "kinds": kinds, "buckets": "cycle" if cycle else "all",
+                   "methods": to_json(first), "sets": {k: {b: to_json(v) for b, v in s.items()}
+                                                       for k, s in summaries.items()}}, fh, indent=2)
+    write_per_image_csv(csv_rows, os.path.join(out_dir, "per_image.csv"))
+    originals = images.float() / 255
+    for n, (kind, (grid_masks, grid, idx)) in enumerate(grids.items()):
+        fname = "comparison.png" if n == 0 else f"comparison_{kind}.png"
+        comparison_figure(originals[idx], grid_masks, grid, os.path.join(out_dir, fname))
 
 
 def read_history(path: str) -> list:
@@ -293,8 +460,11 @@ def write_mask_examples(path: str, data_dir: str = ""):
 
 
 def to_json(summary: dict) -> dict:
-    return {m: {k: {"mean": v[0], "ci95": v[1]} if isinstance(v, tuple) else v for k, v in s.items()}
-            for m, s in summary.items()}
+    def value(k, v):
+        if not isinstance(v, tuple):
+            return v
+        return v[0] if k == "fd" else {"mean": v[0], "se" if k == "kid" else "ci95": v[1]}
+    return {m: {k: value(k, v) for k, v in s.items()} for m, s in summary.items()}
 
 
 def main(argv=None) -> int:
@@ -315,6 +485,16 @@ def main(argv=None) -> int:
                    help="only draw example masks of every kind (one per hole-area bucket) into PNG and exit")
     p.add_argument("--split", default="test", choices=("test", "val"),
                    help="test (report) or val (choose between runs; written to RUN/val/)")
+    p.add_argument("--buckets", default="auto", choices=("auto", "all", "cycle"),
+                   help="free-form kinds: every image in every hole-area bucket (all), or image i in bucket i mod 5 "
+                   f"(cycle, a fifth of the work); auto: all up to {FULL_BUCKETS_UP_TO} images, else cycle")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes for the classical fills (default: one per CPU core)")
+    p.add_argument("--no-perceptual", action="store_true",
+                   help="skip LPIPS, KID and FD-VGG (they need: pip install --no-deps -r requirements-metrics.txt)")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE,
+                   help="where the classical fills' results are kept, keyed by images, holes and method "
+                   "('' = no cache)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     args = p.parse_args(argv)
@@ -341,8 +521,8 @@ def main(argv=None) -> int:
             raise ConfigError(f"--masks: unknown kind(s) {', '.join(bad)}; choose from square, boxes, strokes")
         run_results(run_dir, checkpoint, args.data_dir, args.baselines_only, args.out, args.device,
                     args.precision, args.max_images, args.no_baselines, kinds or None, args.report,
-                    args.split)
-    except (ConfigError, DataError, CheckpointError) as e:
+                    args.split, args.jobs, args.buckets, not args.no_perceptual, args.cache_dir)
+    except (ConfigError, DataError, CheckpointError, PerceptualWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

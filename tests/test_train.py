@@ -65,7 +65,9 @@ def test_results_writes_grids_and_table(tiny_run, tmp_path):
         assert os.path.isfile(os.path.join(out, f)), f
     assert "| ours |" in proc.stdout and "| biharmonic |" in proc.stdout
     res = json.load(open(os.path.join(out, "results.json")))
-    assert set(res["methods"]) == {"ours", "mean fill", "Telea", "Navier-Stokes", "biharmonic"}
+    assert set(res["methods"]) == {"ours", "mean fill", "Telea", "Navier-Stokes", "biharmonic", "PatchMatch"}
+    for m in res["methods"].values():  # perceptual metrics beside the pixel ones
+        assert 0 <= m["lpips"]["mean"] < 1 and m["kid"]["se"] >= 0 and m["fd"] >= 0
     split = json.load(open(os.path.join(tiny_run[0], "split.json")))
     assert res["images"] == len(split["test"])
 
@@ -114,7 +116,8 @@ def test_strokes_training_and_per_kind_per_bucket_results(faces_dir, tmp_path):
     assert all(f"## {kind} holes" in proc.stdout for kind in res["kinds"])
     for kind in ("strokes", "boxes"):
         assert set(res["sets"][kind]) == {"all", "0-10%", "10-20%", "20-30%", "30-40%", "40-50%"}
-        assert set(res["sets"][kind]["30-40%"]) == {"ours", "mean fill", "Telea", "Navier-Stokes", "biharmonic"}
+        assert set(res["sets"][kind]["30-40%"]) == {"ours", "mean fill", "Telea", "Navier-Stokes", "biharmonic",
+                                                    "PatchMatch"}
     md = open(os.path.join(res_dir, "results.md")).read()
     assert "### strokes, holes covering 40-50% of the image" in md and "## square holes" in md
     for f in ("comparison.png", "comparison_boxes.png", "comparison_square.png"):
@@ -122,7 +125,8 @@ def test_strokes_training_and_per_kind_per_bucket_results(faces_dir, tmp_path):
     n_test = len(json.load(open(os.path.join(out, "s", "split.json")))["test"])
     assert len(os.listdir(os.path.join(res_dir, "eval_masks", "strokes", "20-30"))) == n_test
     rows = list(csv.DictReader(open(os.path.join(res_dir, "per_image.csv"))))
-    assert len(rows) == n_test * 5 * (5 + 5 + 1)  # images x methods x (buckets of two kinds + square)
+    assert len(rows) == n_test * 6 * (5 + 5 + 1)  # images x methods x (buckets of two kinds + square)
+    assert "ours − biharmonic (paired, 95% CI): hole PSNR" in md
     assert "unknown kind" in run_script("results.py", os.path.join(out, "s"), "--masks", "circles", check=False).stderr
 
 
@@ -163,3 +167,31 @@ def test_results_report_regenerates_the_readme_figures(tiny_run, tmp_path):
     run_script("results.py", tiny_run[0], "--out", str(tmp_path / "res"), "--report", str(report))
     assert sorted(os.listdir(report)) == ["architecture.png", "comparison_square.png", "inpainting_fixed_positions.png",
                                           "inpainting_random.png", "results.md", "training_curves.png"]
+
+
+def test_results_reuses_cached_baselines_and_recomputes_damaged_entries(tiny_run, tmp_path):
+    cache = str(tmp_path / "cache")
+    args = ("results.py", tiny_run[0], "--masks", "square,strokes", "--max-images", "3", "--cache-dir", cache)
+    first = run_script(*args, "--out", str(tmp_path / "a"))
+    assert "0 from the cache, 36 computed" in first.stdout  # (5 baselines + ours) x (square + 5 stroke buckets)
+    second = run_script(*args, "--out", str(tmp_path / "b"))
+    assert "36 from the cache, 0 computed" in second.stdout
+    a, b = (numbers(tmp_path / d / "results.json") for d in ("a", "b"))
+    assert json.load(open(tmp_path / "a" / "results.json"))["images"] == 3
+    assert a == b  # the same numbers, ours included
+    entries = sorted(os.listdir(cache))
+    with open(os.path.join(cache, entries[0]), "wb") as fh:
+        fh.write(b"not a torch file")
+    third = run_script(*args, "--out", str(tmp_path / "c"))
+    assert "ignoring unreadable cache entry" in third.stderr and "35 from the cache, 1 computed" in third.stdout
+    assert numbers(tmp_path / "c" / "results.json") == a
+
+
+def numbers(path) -> str:
+    """Every number of a results.json except the timings (NaN compares equal as text)."""
+    sets = json.load(open(path))["sets"]
+    for kind in sets.values():
+        for summary in kind.values():
+            for method in summary.values():
+                method.pop("ms_per_image")
+    return json.dumps(sets, sort_keys=True)
