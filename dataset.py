@@ -183,25 +183,49 @@ class ImageFiles(torch.utils.data.Dataset):
 
 
 class ImageSource:
-    """Serves uint8 batches of a split from a RAM cache when it fits the budget, else from disk."""
+    """Serves uint8 batches of a split from a RAM cache when it fits the budget, else from disk.
 
-    def __init__(self, files: ImageFiles, cache_mb: int, workers: int = 0):
+    With lazy=True the cache is filled as images are first served (a training run starts at once and
+    its first epoch decodes each image once, in step); otherwise the whole split is decoded up front.
+    """
+
+    def __init__(self, files: ImageFiles, cache_mb: int, workers: int = 0, lazy: bool = False):
         self.files, self.workers = files, workers
-        self.cache = None
-        if files.nbytes() <= cache_mb * 2 ** 20:
-            decoded, kept, bad = [], [], []
-            for i, name in enumerate(files.names):
-                try:
-                    decoded.append(files.load(i))
-                    kept.append(name)
-                except IMAGE_ERRORS as e:  # e.g. truncated JPEGs: the header scan cannot see those
-                    bad.append((name, error_reason(e, os.path.join(files.root, name))))
-            if bad:
-                warnings.warn(describe_skipped("images that failed to decode", bad, files.root), stacklevel=2)
-                files.names = kept
-            if not decoded:
-                raise DataError(f"none of the {len(bad)} images in {files.root} could be decoded")
-            self.cache = torch.stack(decoded)  # N, 3, S, S uint8
+        self.cache = self.filled = None
+        if files.nbytes() > cache_mb * 2 ** 20:
+            return
+        if lazy:  # pages are only committed when written, so the budget is reserved, not touched
+            self.cache = torch.empty(len(files), 3, files.size, files.size, dtype=torch.uint8)
+            self.filled = torch.zeros(len(files), dtype=torch.bool)
+            return
+        decoded, kept, bad = [], [], []
+        for i, name in enumerate(files.names):
+            try:
+                decoded.append(files.load(i))
+                kept.append(name)
+            except IMAGE_ERRORS as e:  # e.g. truncated JPEGs: the header scan cannot see those
+                bad.append((name, error_reason(e, os.path.join(files.root, name))))
+        if bad:
+            warnings.warn(describe_skipped("images that failed to decode", bad, files.root), stacklevel=2)
+            files.names = kept
+        if not decoded:
+            raise DataError(f"none of the {len(bad)} images in {files.root} could be decoded")
+        self.cache = torch.stack(decoded)  # N, 3, S, S uint8
+
+    def _fill(self, idx: torch.Tensor):
+        """Decode the not yet cached images among idx (a file that fails is replaced by the next good
+        one, with a warning, as when streaming)."""
+        if self.filled is None:
+            return
+        for i in idx[~self.filled[idx]].tolist():
+            try:
+                self.cache[i] = self.files.load(i)
+            except IMAGE_ERRORS as e:  # e.g. a truncated JPEG whose header was fine
+                path = os.path.join(self.files.root, self.files.names[i])
+                warnings.warn(f"{path} failed to decode ({error_reason(e, path)}); the next image takes its place",
+                              stacklevel=2)
+                self.cache[i] = self.files[(i + 1) % len(self.files)]
+            self.filled[i] = True
 
     def __len__(self):
         return len(self.files)
@@ -212,6 +236,7 @@ class ImageSource:
         chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
         if self.cache is not None:
             for idx in chunks:
+                self._fill(idx)
                 yield self.cache[idx]
             return
         loader = torch.utils.data.DataLoader(
@@ -223,6 +248,7 @@ class ImageSource:
         """The first n images as one uint8 tensor (validation / test sets)."""
         n = min(n, len(self))
         if self.cache is not None:
+            self._fill(torch.arange(n))
             return self.cache[:n]
         return torch.stack([self.files[i] for i in range(n)])
 
@@ -258,14 +284,15 @@ def augment(x: torch.Tensor, rng: np.random.Generator, hflip: bool, color_jitter
     return x
 
 
-def open_splits(cfg, split: dict, which=("train", "val", "test")) -> dict:
-    """ImageSource per requested split, sharing the cache budget in split order."""
+def open_splits(cfg, split: dict, which=("train", "val", "test"), lazy=("train",)) -> dict:
+    """ImageSource per requested split, sharing the cache budget in split order; the `lazy` ones fill
+    their cache as they are first read (training starts without decoding 17k images first)."""
     root = image_root(cfg.data_dir)
     budget = cfg.cache_mb
     sources = {}
     for name in which:
         files = ImageFiles(root, split[name], cfg.image_size)
-        sources[name] = ImageSource(files, budget, cfg.workers)
+        sources[name] = ImageSource(files, budget, cfg.workers, lazy=name in lazy)
         if sources[name].cache is not None:
             budget -= files.nbytes() // 2 ** 20
     return sources

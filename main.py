@@ -192,6 +192,18 @@ def write_json(obj, path: str):
     os.replace(tmp, path)
 
 
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def first_steps_line(cfg: Config, dist: Distributed, images_per_s: float, launched: float, steps_left: int) -> str:
+    """What the first steps measured: when training started, its speed, and the time left at that speed."""
+    left = steps_left * cfg.batch_size / max(images_per_s, 1e-9)  # every process takes its batch per step
+    return (f"training started {time.perf_counter() - launched:.0f} s after launch; {images_per_s * dist.world:.2f} img/s "
+            f"over the first steps; about {duration(left)} of training steps left at that speed "
+            "(validation extra; measured on this machine as loaded now)")
+
+
 def log(dist: Distributed, *args, **kw):
     """print on rank 0 only."""
     if dist.is_main:
@@ -221,8 +233,9 @@ def load_data(cfg: Config, split: dict, dist: Distributed) -> tuple:
     t0 = time.perf_counter()
     sources = open_splits(cfg, split, ("train", "val"))
     train_src = sources["train"]
-    log(dist, f"decoded in {time.perf_counter() - t0:.1f}s "
-              f"({'RAM cache' if train_src.cache is not None else 'streaming from disk'})")
+    where = "streaming from disk" if train_src.cache is None else (
+        "RAM cache, filled as the first epoch reads it" if train_src.filled is not None else "RAM cache")
+    log(dist, f"images opened in {time.perf_counter() - t0:.1f}s ({where})")
     if len(train_src) < cfg.batch_size * dist.world:
         raise DataError(f"the training split has {len(train_src)} images, fewer than --batch-size {cfg.batch_size}"
                         f" x {dist.world} processes")
@@ -239,6 +252,7 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
     on_epoch(epoch, row) is called after each validation (tune.py uses it for pruning).
     Returns the final history row plus the run folder.
     """
+    launched = time.perf_counter()
     rt = choose_runtime(cfg.device, cfg.precision, cfg.channels_last)
     dist = Distributed(rt.device.type)
     rt.device = dist.device(rt.device)
@@ -250,12 +264,12 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
                   f"{rt.channels_last}, threads {torch.get_num_threads()}, processes {dist.world}\n"
                   f"config:\n{format_config(cfg)}")
         train_src, val_images, val_masks = load_data(cfg, split, dist)
-        return _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch)
+        return _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch, launched)
     finally:
         dist.close()
 
 
-def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch) -> dict:
+def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch, launched) -> dict:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     g, d = build_generator(cfg), build_discriminator(cfg)
     table = parameter_table(g)
@@ -354,6 +368,9 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
                         sums[k] += out[k]
                 seen += len(x)
                 bar.update(1)
+                if dist.is_main and epoch == start_epoch and step + 1 - first == min(cfg.log_every, steps_per_epoch - first):
+                    tqdm.write(first_steps_line(cfg, dist, seen / (time.perf_counter() - t_epoch), launched,
+                                                (cfg.epochs - epoch) * steps_per_epoch - step - 1))
                 if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
                     means = {k: (v / max(good, 1)).item() for k, v in sums.items()}  # the only sync
                     bar.set_postfix(G=f"{means['gan_g']:.3f}", D=f"{means['gan_d']:.3f}", L1=f"{means['l1']:.4f}",

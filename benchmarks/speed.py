@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py --data-dir ../shared/data_celeb            # seed config, ~8 min on 2 cores
     python benchmarks/speed.py --nf 32 --image-size 128 --epoch-images 200
+    python benchmarks/speed.py --scale --data-dir ../shared/celeba --steps 10   # start-up + step rate at 17k faces
 
 Everything is measured in this one run on this machine: matmul peaks, FLOPs per image (torch's
 flop counter), training-step and inference images/s for both variants, a real training epoch
@@ -25,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from checkpoints import build_discriminator, build_generator  # noqa: E402
 from config import DATA_ENV, SEED_RECIPE, Config, Runtime, choose_runtime  # noqa: E402
-from dataset import ImageFiles, ImageSource, image_root, split_files, to_model_range  # noqa: E402
+from dataset import (ImageFiles, ImageSource, epoch_order, image_root, open_splits, split_files,  # noqa: E402
+                     to_model_range)
 from main import train, train_step  # noqa: E402
 from masks import rng_for, training_masks  # noqa: E402
 
@@ -223,6 +225,24 @@ def parity(base: Config, data_dir: str, default_precision: str) -> dict:
     return out
 
 
+def data_scale(data_dir: str, steps: int, device: str) -> dict:
+    """The default recipe on a large image set (e.g. 16,903 CelebA training faces): how long opening the data
+    takes (file scan, split, cache set-up: what main.py does before its first step), and the step rate while
+    the first epoch decodes into the lazy RAM cache against the pure step rate, side by side."""
+    cfg = Config(data_dir=data_dir, device=device).validate()
+    rt = choose_runtime(device, cfg.precision, cfg.channels_last)
+    start = time.perf_counter()
+    split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
+    source = open_splits(cfg, split, ("train", "val"))["train"]
+    opened = time.perf_counter() - start
+    order = epoch_order(len(source), cfg.seed, 0)
+    rates = measure(cfg, rt, lambda: source.batches(order, cfg.batch_size, True), steps)
+    return {"train_images": len(source), "open_seconds": opened, "cache": "lazy RAM" if source.filled is not None
+            else ("RAM" if source.cache is not None else "streaming"), "pure_step_img_s": rates["train_step_img_s"],
+            "first_epoch_img_s": rates["train_with_data_img_s"],
+            "fraction_of_step_rate": rates["train_with_data_img_s"] / rates["train_step_img_s"]}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get(DATA_ENV, ""), help="images (default $INPAINT_DATA_DIR, else synthetic)")
@@ -235,7 +255,17 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="also measure torch.compile on the default variant")
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--json", default=os.path.join(ROOT, "out", "benchmark_speed.json"))
+    p.add_argument("--scale", action="store_true",
+                   help="only measure the default recipe's start-up and first-epoch step rate on --data-dir "
+                   "(e.g. ../shared/celeba) against its pure step rate")
     args = p.parse_args(argv)
+    if args.scale:
+        r = data_scale(args.data_dir, args.steps, args.device)
+        print(f"default recipe on {args.data_dir}: {r['train_images']} training images opened in "
+              f"{r['open_seconds']:.1f} s ({r['cache']} cache); first epoch (decoding as it goes) "
+              f"{r['first_epoch_img_s']:.2f} img/s vs pure step {r['pure_step_img_s']:.2f} img/s = "
+              f"{100 * r['fraction_of_step_rate']:.0f}%")
+        return
 
     # The seed's recipe (GAN step, one hole) is what the speed work measured; --nf etc. vary it.
     base = Config(**{**SEED_RECIPE, "nf": args.nf, "image_size": args.image_size, "batch_size": args.batch_size,

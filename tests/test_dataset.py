@@ -73,3 +73,23 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert torch.equal(epoch_order(50, 0, 3), epoch_order(50, 0, 3))
     assert not torch.equal(epoch_order(50, 0, 3), epoch_order(50, 0, 4))
     assert sorted(epoch_order(50, 1, 0).tolist()) == list(range(50))
+
+
+def test_lazy_cache_serves_the_same_batches_and_decodes_each_image_once(tmp_path):
+    from conftest import make_faces
+    from dataset import ImageFiles, ImageSource
+    folder = make_faces(str(tmp_path / "f"), n=10)
+    names = sorted(os.listdir(folder))
+    eager = ImageSource(ImageFiles(folder, names, 32), cache_mb=100)
+    files = ImageFiles(folder, names, 32)
+    calls = []
+    load = files.load
+    files.load = lambda i: calls.append(i) or load(i)
+    lazy = ImageSource(files, cache_mb=100, lazy=True)
+    assert calls == []  # opening decodes nothing
+    order = torch.tensor([3, 1, 4, 0, 9, 2, 6, 5])
+    for _ in range(2):  # the second pass comes from the cache alone
+        for a, b in zip(eager.batches(order, 4, True), lazy.batches(order, 4, True)):
+            assert torch.equal(a, b)
+    assert sorted(calls) == sorted(order.tolist())
+    assert torch.equal(lazy.take(10), eager.take(10)) and sorted(calls) == list(range(10))
