@@ -54,7 +54,7 @@ TABLE = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssi
          ("image_psnr", "image PSNR dB ↑", True)]
 FIXED_POSITIONS = {"centre": (0.5, 0.5), "left eye": (0.45, 0.36), "right eye": (0.45, 0.64), "mouth": (0.72, 0.5)}
 SCALE = {"kid": 1000}  # KID is printed in thousandths, as usual
-DIGITS = {"psnr": 2, "image_psnr": 2, "kid": 2, "fd": 1}
+DIGITS = {"psnr": 2, "image_psnr": 2, "kid": 2, "fd": 2}
 CACHE_VERSION = 1  # bump when a baseline, the metrics or the cached fields change: old entries are then ignored
 DEFAULT_CACHE = os.path.join("out", "cache")
 FULL_BUCKETS_UP_TO = 500  # --buckets auto: every image in every bucket up to this many images, else cycle
@@ -92,6 +92,25 @@ def markdown_table(summary: dict) -> str:
             cells.append(f"**{text}**" if s.get(k, (None,))[0] == best[k] else text)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['ms_per_image']:.1f} |")
     return "\n".join(lines)
+
+
+def bucket_overview(kind: str, by_bucket: dict) -> str:
+    """One compact table per key metric: rows = area buckets, columns = methods, the best in bold."""
+    out = []
+    for key, label, higher in (("psnr", "hole PSNR dB ↑", True), ("lpips", "LPIPS ↓", False)):
+        methods = list(next(iter(by_bucket.values())))
+        if not all(key in by_bucket[b][m] for b in by_bucket for m in methods):
+            continue
+        lines = [f"\n### {kind}: {label} per hole-area bucket\n", "| hole area | " + " | ".join(methods) + " |",
+                 "|" + "---|" * (len(methods) + 1)]
+        for bucket, summary in by_bucket.items():
+            values = [summary[m][key][0] for m in methods]
+            best = max(values) if higher else min(values)
+            digits = DIGITS.get(key, 4)
+            lines.append(f"| {bucket} | " + " | ".join(f"**{v:.{digits}f}**" if v == best else f"{v:.{digits}f}"
+                                                       for v in values) + " |")
+        out.append("\n".join(lines))
+    return "\n".join(out)
 
 
 def paired_lines(per_method: dict) -> list:
@@ -280,11 +299,22 @@ def load_model(run_dir, checkpoint: str, data_dir: str, split_name: str) -> tupl
     return g, cfg, split, default_out, ckpt_path
 
 
+def _die_with_parent(parent: int):
+    """Worker initializer: on Linux, end the worker when results.py ends, even when it is killed."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+
 def process_pool(jobs: int):
     """Worker processes for the classical fills (spawned: no inherited thread pools), or None for jobs <= 1."""
     if jobs <= 1:
         return None
-    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
 def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle: bool, out_dir: str) -> tuple:
@@ -312,6 +342,8 @@ def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle:
             md.append(f"\n### {kind}, holes covering {bucket} of the image ({len(idx)} images)\n\n"
                       f"{markdown_table(summaries[bucket])}\n")
             md += [f"- {line}" for line in paired_lines(per_method)]
+    if len(results) > 1:
+        md.append(bucket_overview(kind, {b: s for b, s in summaries.items() if b != "all"}))
     text = "\n".join(md)
     print("\n" + text, flush=True)
     return summaries, text, rows, grid_of(results, ev.methods)
@@ -525,6 +557,10 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, CheckpointError, PerceptualWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the results cached so far are kept; the same command continues from them",
+              file=sys.stderr)
+        return 130
     return 0
 
 
