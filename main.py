@@ -199,7 +199,7 @@ def duration(seconds: float) -> str:
 def first_steps_line(cfg: Config, dist: Distributed, images_per_s: float, launched: float, steps_left: int) -> str:
     """What the first steps measured: when training started, its speed, and the time left at that speed."""
     left = steps_left * cfg.batch_size / max(images_per_s, 1e-9)  # every process takes its batch per step
-    return (f"training started {time.perf_counter() - launched:.0f} s after launch; {images_per_s * dist.world:.2f} img/s "
+    return (f"first steps done {time.perf_counter() - launched:.0f} s after launch; {images_per_s * dist.world:.2f} img/s "
             f"over the first steps; about {duration(left)} of training steps left at that speed "
             "(validation extra; measured on this machine as loaded now)")
 

@@ -335,13 +335,13 @@ def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle:
              f"## {kind} holes: " + ("each image in one hole-area bucket (image i in bucket i mod 5)" if cycle else
                                      "every image once per hole-area bucket") + f" ({len(results)} buckets pooled)")
     pooled_pairs = {m: pooled([pm[m] for _, _, pm in results.values()]) for m in ev.methods}
-    md = [f"{title}\n\n{markdown_table(summaries['all'])}\n", *[f"- {line}" for line in paired_lines(pooled_pairs)]]
+    md = [f"{title}\n\n{markdown_table(summaries['all'])}\n", *[f"- {line}" for line in paired_lines(pooled_pairs)], ""]
     if len(results) > 1:
         for bucket, (idx, _, per_method) in results.items():
             summaries[bucket] = summarize(per_method, ev.real)
             md.append(f"\n### {kind}, holes covering {bucket} of the image ({len(idx)} images)\n\n"
                       f"{markdown_table(summaries[bucket])}\n")
-            md += [f"- {line}" for line in paired_lines(per_method)]
+            md += [f"- {line}" for line in paired_lines(per_method)] + [""]
     if len(results) > 1:
         md.append(bucket_overview(kind, {b: s for b, s in summaries.items() if b != "all"}))
     text = "\n".join(md)

@@ -195,3 +195,8 @@ def numbers(path) -> str:
             for method in summary.values():
                 method.pop("ms_per_image")
     return json.dumps(sets, sort_keys=True)
+
+
+def test_training_says_when_it_started_and_how_fast_it_runs(tiny_run):
+    line = next(ln for ln in tiny_run[1].splitlines() if "first steps done" in ln)
+    assert "s after launch" in line and "img/s" in line and "left at that speed" in line
