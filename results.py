@@ -330,12 +330,12 @@ def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle:
         per_method = ev.evaluate(f"{kind} {bucket}" if kind != bucket else kind, idx, masks)
         results[bucket] = (idx, masks, per_method)
         rows += per_image_rows(per_method, names, kind, bucket, masks)
-    summaries = {"all": summarize({m: pooled([pm[m] for _, _, pm in results.values()]) for m in ev.methods}, ev.real)}
+    all_sets = {m: pooled([pm[m] for _, _, pm in results.values()]) for m in ev.methods}  # every bucket together
+    summaries = {"all": summarize(all_sets, ev.real)}
     title = (f"## {kind} holes: one {cfg.hole_size}x{cfg.hole_size} square per image" if kind == "square" else
              f"## {kind} holes: " + ("each image in one hole-area bucket (image i in bucket i mod 5)" if cycle else
                                      "every image once per hole-area bucket") + f" ({len(results)} buckets pooled)")
-    pooled_pairs = {m: pooled([pm[m] for _, _, pm in results.values()]) for m in ev.methods}
-    md = [f"{title}\n\n{markdown_table(summaries['all'])}\n", *[f"- {line}" for line in paired_lines(pooled_pairs)], ""]
+    md = [f"{title}\n\n{markdown_table(summaries['all'])}\n", *[f"- {line}" for line in paired_lines(all_sets)], ""]
     if len(results) > 1:
         for bucket, (idx, _, per_method) in results.items():
             summaries[bucket] = summarize(per_method, ev.real)
