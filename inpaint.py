@@ -6,15 +6,20 @@
 
 Photos of any size: each hole is inpainted in a window around it, resized to the model's training size,
 and only the hole's pixels are resized back and pasted, so every other pixel of the photo stays
-bit-identical. --engine onnx runs an exported model (export.py) with onnxruntime.
+bit-identical in a lossless output (.png, .webp written lossless); a .jpg output is re-encoded (with the
+source's quality tables when it was a JPEG) and says so. Grey photos come back grey and transparency is
+kept. A folder run processes every pair and lists the failed ones at the end (exit 1 if any).
+--engine onnx runs an exported model (export.py) with onnxruntime.
 """
 import argparse
 import os
 import sys
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 from scipy import ndimage
 
 from checkpoints import CheckpointError, default_checkpoint, generator_from_checkpoint, load_checkpoint
@@ -24,40 +29,77 @@ from dataset import IMAGE_EXTS, IMAGE_ERRORS, to_rgb
 DEFAULT_MAX_PIXELS = 40_000_000  # refuse larger photos instead of exhausting memory
 CONTEXT = 4  # window side >= CONTEXT x the hole's extent: the hole keeps the share of context it had in training
 MASK_SUFFIX = "_mask.png"
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # written back as grey
 
 
 class InpaintError(RuntimeError):
     """Bad input the user must fix; the message names the file or flag."""
 
 
-def read_image(path: str, max_pixels: int, what: str = "photo") -> Image.Image:
-    """Open an image, refusing unreadable files and ones over the pixel budget before decoding them."""
+def read_image(path: str, max_pixels: int, what: str = "photo") -> tuple:
+    """(image, its JPEG settings or {}): refuses unreadable files and ones over the pixel budget before decoding."""
+    budget = f"over the {max_pixels / 1e6:.0f} MP budget: downscale it or raise --max-pixels"
     try:
-        im = Image.open(path)
+        with warnings.catch_warnings():  # our own budget check below says it better than Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
     except FileNotFoundError:
         raise InpaintError(f"{what} {path!r} not found") from None
+    except Image.DecompressionBombError:
+        raise InpaintError(f"{what} {path!r} is {budget}") from None
     except IMAGE_ERRORS as e:
         raise InpaintError(f"{what} {path!r} is not a readable image ({type(e).__name__}: {e})") from None
     w, h = im.size
     if w * h > max_pixels:
-        raise InpaintError(f"{what} {path!r} is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP "
-                           "budget: downscale it or raise --max-pixels")
+        raise InpaintError(f"{what} {path!r} is {w}x{h} = {w * h / 1e6:.0f} MP, {budget}")
+    jpeg = {}
     try:
+        if im.format == "JPEG":  # read before exif_transpose, which returns a format-less copy
+            jpeg = {"qtables": im.quantization, "subsampling": JpegImagePlugin.get_sampling(im)}
         im = ImageOps.exif_transpose(im)
         im.load()
     except IMAGE_ERRORS as e:
         raise InpaintError(f"{what} {path!r} could not be decoded ({type(e).__name__}: {e})") from None
-    return im
+    return im, jpeg
 
 
-def read_photo(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    return np.asarray(to_rgb(read_image(path, max_pixels)), dtype=np.uint8)  # H, W, 3
+@dataclass
+class Photo:
+    """A photo as the model sees it (RGB) plus what is needed to write the result back like the source."""
+    rgb: np.ndarray              # H, W, 3 uint8: the model's input (transparent parts over white)
+    raw: np.ndarray              # H, W (grey) or H, W, 3: the source's own channels, kept outside the hole
+    alpha: "np.ndarray | None"   # H, W uint8, written back unchanged
+    jpeg: dict                   # the source's JPEG quantization tables and subsampling ({} if not a JPEG)
+
+    def like_source(self, result: np.ndarray, mask: np.ndarray) -> Image.Image:
+        """The inpainted RGB result in the source's mode: grey stays grey, the alpha is kept, and every
+        pixel outside the hole is the source's own."""
+        fill = np.asarray(Image.fromarray(result).convert("L")) if self.raw.ndim == 2 else result
+        out = self.raw.copy()
+        out[mask] = fill[mask]
+        im = Image.fromarray(out)
+        if self.alpha is not None:
+            im.putalpha(Image.fromarray(self.alpha))
+        return im
+
+
+def read_photo(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+    im, jpeg = read_image(path, max_pixels)
+    rgb = np.asarray(to_rgb(im), dtype=np.uint8)
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    rgba = np.asarray(im.convert("RGBA")) if has_alpha and im.mode not in GREY_MODES else None
+    if im.mode in GREY_MODES:
+        raw = np.asarray(to_rgb(im.convert("L") if im.mode == "LA" else im).convert("L"))
+    else:
+        raw = rgba[..., :3] if rgba is not None else rgb
+    alpha = np.asarray(im.convert("RGBA"))[..., 3].copy() if has_alpha else None
+    return Photo(rgb, raw, alpha, jpeg)
 
 
 def read_mask(path: str, shape: tuple, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Any image mode: white (grey > 127) = hole; for a layer with transparency, painted (opaque) = hole.
     Resized to the photo with nearest neighbour."""
-    im = read_image(path, max_pixels, "mask")
+    im, _ = read_image(path, max_pixels, "mask")
     alpha = np.asarray(im.convert("RGBA"))[..., 3] if im.mode in ("RGBA", "LA", "PA", "P") else None
     if alpha is not None and (alpha < 255).any():
         grey = alpha  # a brush layer: painted pixels are opaque, the rest transparent
@@ -161,19 +203,39 @@ class Inpainter:
         return out
 
 
-def write_image(array: np.ndarray, path: str):
-    """Write atomically: a crash never leaves a half-written output file."""
+def save_options(im: Image.Image, jpeg: dict, path: str) -> tuple:
+    """(image, save options, warnings) for writing `im` to `path`; lossless where the format allows."""
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    notes, options = [], {}
+    if fmt == "JPEG":
+        if im.mode in ("LA", "RGBA"):
+            im = im.convert(im.mode[:-1])
+            notes.append(f"{path}: JPEG has no transparency, the photo's alpha is dropped (write .png to keep it)")
+        options = jpeg or {"quality": 95, "subsampling": 0}
+        how = "with the source photo's quality tables" if jpeg else "at quality 95"
+        notes.append(f"{path}: JPEG is lossy, so pixels outside the hole change slightly when re-encoded ({how}); "
+                     "write .png for a result that is bit-identical outside the hole")
+    elif fmt == "WEBP":
+        options = {"lossless": True, "exact": True}  # exact: keep RGB under transparent pixels too
+    return im, options, notes
+
+
+def write_image(image: "np.ndarray | Image.Image", path: str, jpeg: "dict | None" = None) -> list:
+    """Write atomically (a crash never leaves a half-written output file); returns warnings to show."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     root, ext = os.path.splitext(path)
     tmp = f"{root}.partial{ext or '.png'}"
     try:
-        Image.fromarray(array).save(tmp)
+        im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+        im, options, notes = save_options(im, jpeg or {}, path)
+        im.save(tmp, **options)
         os.replace(tmp, path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise InpaintError(f"cannot write {path}: {e}") from None
+    return notes
 
 
 def folder_pairs(folder: str) -> list:
@@ -189,13 +251,59 @@ def folder_pairs(folder: str) -> list:
     return pairs
 
 
+def inpaint_folder(args) -> int:
+    """Every NAME.ext + NAME_mask.png pair of a folder; a bad pair is reported at the end, never stops the rest."""
+    if not args.out or args.mask or args.box:
+        raise InpaintError("folder mode takes --out OUTDIR and reads NAME_mask.png beside each photo")
+    pairs = folder_pairs(args.photo)
+    inpainter = Inpainter(args.checkpoint, args.engine, args.onnx, args.device)
+    from tqdm import tqdm
+    failed = []
+    for photo_path, mask_path in tqdm(pairs, desc="inpainting", unit="photo"):
+        try:
+            photo = read_photo(photo_path, args.max_pixels)
+            mask = read_mask(mask_path, photo.rgb.shape, args.max_pixels)
+            check_mask(mask, mask_path)
+            name = os.path.splitext(os.path.basename(photo_path))[0] + ".png"  # PNG: lossless
+            write_image(photo.like_source(inpainter(photo.rgb, mask), mask), os.path.join(args.out, name))
+        except InpaintError as e:
+            failed.append(str(e))
+    print(f"wrote {len(pairs) - len(failed)} of {len(pairs)} images to {args.out}")
+    if failed:
+        print(f"error: {len(failed)} of {len(pairs)} pairs failed:\n" + "\n".join(f"  {f}" for f in failed),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def inpaint_one(args) -> int:
+    if not args.output or bool(args.mask) == bool(args.box):
+        raise InpaintError("give exactly one of --mask MASK.png or --box x,y,w,h, and -o OUT.png")
+    photo = read_photo(args.photo, args.max_pixels)
+    shape = photo.rgb.shape
+    mask = read_mask(args.mask, shape, args.max_pixels) if args.mask else box_mask(args.box, shape)
+    check_mask(mask, args.mask or f"--box {args.box}")
+    inpainter = Inpainter(args.checkpoint, args.engine, args.onnx, args.device)
+    result = inpainter(photo.rgb, mask)
+    if args.compare:
+        before = np.where(mask[..., None], 255, photo.rgb).astype(np.uint8)
+        gap = np.full((shape[0], max(shape[1] // 40, 4), 3), 255, np.uint8)
+        result = np.concatenate([before, gap, result], axis=1)  # H, 2W + gap, 3: an RGB figure
+    else:
+        result = photo.like_source(result, mask)
+    for note in write_image(result, args.output, photo.jpeg):
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"wrote {args.output} ({shape[1]}x{shape[0]}, {int(mask.sum())} hole pixels, model {inpainter.checkpoint})")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("photo", help="a photo, or a folder of NAME.ext + NAME_mask.png pairs")
     p.add_argument("--mask", help="mask image: white = hole (any mode; resized to the photo, nearest neighbour)")
     p.add_argument("--box", help="hole as x,y,w,h in photo pixels, instead of --mask")
-    p.add_argument("-o", "--output", help="output image (single photo)")
+    p.add_argument("-o", "--output", help="output image (single photo); .png keeps every other pixel exactly")
     p.add_argument("--out", help="output folder (folder mode)")
     p.add_argument("--checkpoint", help="generator checkpoint (default: shipped weights, else newest run's best.pt)")
     p.add_argument("--engine", default="torch", choices=("torch", "onnx"))
@@ -206,38 +314,10 @@ def main(argv=None) -> int:
                    help="write the photo with its hole painted white beside the result, instead of the result alone")
     args = p.parse_args(argv)
     try:
-        if os.path.isdir(args.photo):
-            if not args.out or args.mask or args.box:
-                raise InpaintError("folder mode takes --out OUTDIR and reads NAME_mask.png beside each photo")
-            pairs = folder_pairs(args.photo)
-            inpainter = Inpainter(args.checkpoint, args.engine, args.onnx, args.device)
-            from tqdm import tqdm
-            for photo_path, mask_path in tqdm(pairs, desc="inpainting", unit="photo"):
-                photo = read_photo(photo_path, args.max_pixels)
-                mask = read_mask(mask_path, photo.shape, args.max_pixels)
-                check_mask(mask, mask_path)
-                name = os.path.splitext(os.path.basename(photo_path))[0] + ".png"
-                write_image(inpainter(photo, mask), os.path.join(args.out, name))
-            print(f"wrote {len(pairs)} images to {args.out}")
-            return 0
-        if not args.output or bool(args.mask) == bool(args.box):
-            raise InpaintError("give exactly one of --mask MASK.png or --box x,y,w,h, and -o OUT.png")
-        photo = read_photo(args.photo, args.max_pixels)
-        mask = read_mask(args.mask, photo.shape, args.max_pixels) if args.mask else box_mask(args.box, photo.shape)
-        check_mask(mask, args.mask or f"--box {args.box}")
-        inpainter = Inpainter(args.checkpoint, args.engine, args.onnx, args.device)
-        result = inpainter(photo, mask)
-        if args.compare:
-            before = np.where(mask[..., None], 255, photo).astype(np.uint8)
-            gap = np.full((photo.shape[0], max(photo.shape[1] // 40, 4), 3), 255, np.uint8)
-            result = np.concatenate([before, gap, result], axis=1)  # H, 2W + gap, 3
-        write_image(result, args.output)
-        print(f"wrote {args.output} ({photo.shape[1]}x{photo.shape[0]}, {int(mask.sum())} hole pixels, "
-              f"model {inpainter.checkpoint})")
+        return inpaint_folder(args) if os.path.isdir(args.photo) else inpaint_one(args)
     except (InpaintError, CheckpointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -113,14 +113,55 @@ def test_bad_input_fails_clearly_and_writes_nothing(checkpoint, photo_path, tmp_
 
 def test_folder_mode(checkpoint, tmp_path):
     rng = np.random.default_rng(1)
-    for name in ("a", "b"):
+    for name in ("a", "b", "c", "d"):
         Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
         mask = np.zeros((40, 48), np.uint8)
         mask[10:20, 10:20] = 255
         Image.fromarray(mask).save(tmp_path / f"{name}_mask.png")
-    Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / "c.png")  # no mask: skipped
-    proc = run_script("inpaint.py", str(tmp_path), "--out", str(tmp_path / "done"), "--checkpoint", checkpoint)
-    assert sorted(os.listdir(tmp_path / "done")) == ["a.png", "b.png"] and "wrote 2 images" in proc.stdout
+    (tmp_path / "b.png").write_bytes(b"not an image")  # a bad pair early on: the ones after it still run
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(tmp_path / "c_mask.png")  # an empty mask
+    Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / "e.png")  # no mask: skipped
+    proc = run_script("inpaint.py", str(tmp_path), "--out", str(tmp_path / "done"), "--checkpoint", checkpoint,
+                      check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(os.listdir(tmp_path / "done")) == ["a.png", "d.png"] and "wrote 2 of 4 images" in proc.stdout
+    assert "2 of 4 pairs failed" in proc.stderr
+    assert "b.png' is not a readable image" in proc.stderr and "c_mask.png marks no pixel as hole" in proc.stderr
+
+
+def test_jpeg_output_keeps_the_source_quality_and_warns(checkpoint, photo_path, tmp_path):
+    before = load(photo_path)
+    hole = np.zeros(before.shape[:2], bool)
+    hole[30:40, 40:52] = True
+    kept = tmp_path / "out.jpg"
+    proc = run_script("inpaint.py", photo_path, "--box", "40,30,12,10", "-o", str(kept), "--checkpoint", checkpoint)
+    assert "JPEG is lossy" in proc.stderr and "source photo's quality tables" in proc.stderr
+    Image.fromarray(before).save(tmp_path / "default.jpg")  # what a plain save (quality 75) would do
+    kept_err = np.abs(load(kept).astype(int) - before)[~hole].mean()
+    plain_err = np.abs(load(tmp_path / "default.jpg").astype(int) - before)[~hole].mean()
+    assert kept_err < plain_err / 2, (kept_err, plain_err)
+    with Image.open(photo_path) as src, Image.open(kept) as out:
+        assert out.quantization == src.quantization
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA"])
+def test_grey_and_transparent_photos_keep_their_mode_and_alpha(checkpoint, tmp_path, mode):
+    rng = np.random.default_rng(2)
+    photo = Image.fromarray((rng.random((48, 56, 3)) * 255).astype(np.uint8)).convert(mode[0] if mode != "RGBA" else "RGB")
+    if mode in ("RGBA", "LA"):
+        alpha = (rng.random((48, 56)) > 0.3).astype(np.uint8) * 255
+        photo.putalpha(Image.fromarray(alpha))
+    photo.save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    run_script("inpaint.py", str(tmp_path / "in.png"), "--box", "20,10,12,14", "-o", str(out), "--checkpoint", checkpoint)
+    result = Image.open(out)
+    assert result.mode == mode
+    a, b = np.asarray(photo), np.asarray(result)
+    hole = np.zeros((48, 56), bool)
+    hole[10:24, 20:32] = True
+    assert np.array_equal(a[~hole], b[~hole])  # every other pixel (and all of the alpha) unchanged
+    if mode != "L":
+        assert np.array_equal(a[..., -1], b[..., -1])
 
 
 @pytest.fixture(scope="module")
