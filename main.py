@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from checkpoints import CheckpointError, atomic_save, build_discriminator, build_generator, load_checkpoint
 from config import Config, ConfigError, build_parser, choose_runtime, format_config, resolve_config
-from dataset import DataError, augment, open_splits, split_files, to_model_range, to_unit_range
+from dataset import DataError, augment, open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
 from distributed import Distributed
 from evaluation import evaluate_generator
 from losses import discriminator_loss, edge_loss, generator_adversarial_loss, l1_loss, l2_loss, ssim_loss
@@ -167,9 +168,11 @@ def is_better(metric: str, value: float, best: "float | None") -> bool:
     return value < best if metric == "l1" else value > best
 
 
-def make_run_dir(cfg: Config) -> str:
+def make_run_dir(cfg: Config) -> tuple:
+    """(run folder, whether this call created it)."""
     name = cfg.run_name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = os.path.join(cfg.out_dir, name)
+    created = not os.path.exists(run_dir)
     if os.path.exists(os.path.join(run_dir, "last.pt")):
         raise ConfigError(f"run folder {run_dir} already holds a run: use --resume {run_dir} "
                           "or choose another --run-name")
@@ -182,7 +185,13 @@ def make_run_dir(cfg: Config) -> str:
     except OSError as e:
         raise ConfigError(f"cannot write the run folder {run_dir}: {e.strerror}; "
                           "choose a writable --out-dir") from None
-    return run_dir
+    return run_dir, created
+
+
+def remove_if_no_checkpoint(run_dir: str):
+    """A start that failed before its first checkpoint leaves nothing behind (config.json and split.json only)."""
+    if os.path.isdir(run_dir) and not any(f.endswith(".pt") for f in os.listdir(run_dir)):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def write_json(obj, path: str):
@@ -211,20 +220,21 @@ def log(dist: Distributed, *args, **kw):
 
 
 def prepare_run(cfg: Config, dist: Distributed, run_dir: "str | None", resume: "dict | None") -> tuple:
-    """(run folder, split): rank 0 creates the folder and writes config.json and split.json."""
-    if run_dir is None:
-        run_dir = dist.broadcast(make_run_dir(cfg) if dist.is_main else None)
-    split_path = os.path.join(run_dir, "split.json")
+    """(run folder, split, whether the folder is new): rank 0 creates it and writes config.json and split.json."""
     if resume:
-        with open(split_path) as fh:
+        with open(os.path.join(run_dir, "split.json")) as fh:
             split = json.load(fh)
-    else:
+    else:  # read the data first: a start that fails on it leaves no run folder behind
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
+    created = False
+    if run_dir is None:
+        run_dir, created = dist.broadcast(make_run_dir(cfg) if dist.is_main else None)
+    split_path = os.path.join(run_dir, "split.json")
     if dist.is_main:
         write_json(cfg.to_dict(), os.path.join(run_dir, "config.json"))
         if not resume:
             write_json(split, split_path)
-    return run_dir, split
+    return run_dir, split, created
 
 
 def load_data(cfg: Config, split: dict, dist: Distributed) -> tuple:
@@ -258,13 +268,18 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
     rt.device = dist.device(rt.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    created = False
     try:
-        run_dir, split = prepare_run(cfg, dist, run_dir, resume)
+        run_dir, split, created = prepare_run(cfg, dist, run_dir, resume)
         log(dist, f"run folder: {run_dir}\ndevice {rt.device}, precision {rt.precision}, channels_last "
                   f"{rt.channels_last}, threads {torch.get_num_threads()}, processes {dist.world}\n"
                   f"config:\n{format_config(cfg)}")
         train_src, val_images, val_masks = load_data(cfg, split, dist)
         return _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch, launched)
+    except BaseException:
+        if created and dist.is_main:
+            remove_if_no_checkpoint(run_dir)
+        raise
     finally:
         dist.close()
 
@@ -447,6 +462,11 @@ def config_for_resume(run_dir: str, args) -> tuple:
                           f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUMABLE_OVERRIDES))})")
     for k, v in given.items():
         setattr(cfg, k, v)
+    with open(os.path.join(run_dir, "split.json")) as fh:
+        split = json.load(fh)
+    # the one rule: --data-dir, else $INPAINT_DATA_DIR, else the saved path; the first holding the run's images
+    cfg.data_dir, _ = resolve_data_dir(given.get("data_dir", ""), ckpt["config"].get("data_dir", ""),
+                                       tuple(split["train"] + split["val"]))
     return cfg.validate(), ckpt
 
 

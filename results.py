@@ -34,7 +34,7 @@ from baselines import BASELINES
 from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, atomic_save, generator_from_checkpoint, load_checkpoint,
                          newest_run, run_checkpoint)
 from config import DATA_ENV, Config, ConfigError, choose_runtime
-from dataset import DataError, open_splits, split_files, to_model_range, to_unit_range
+from dataset import DataError, open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
 from evaluation import Judge, evaluate_baseline, evaluate_generator, generator_inpaint
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import mean_ci95
@@ -283,19 +283,18 @@ def load_model(run_dir, checkpoint: str, data_dir: str, split_name: str) -> tupl
     ckpt_path = run_checkpoint(run_dir, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     g, cfg = generator_from_checkpoint(ckpt)
-    if data_dir:
-        cfg.data_dir = data_dir
     split_path = os.path.join(run_dir or os.path.dirname(ckpt_path), "split.json")
+    split = None
     if os.path.isfile(split_path):
         with open(split_path) as fh:
             split = json.load(fh)
-    else:  # shipped weights: the same split of the images at --data-dir
-        if not cfg.data_dir:
-            raise ConfigError(f"{ckpt_path} has no split.json beside it: pass --data-dir (or set {DATA_ENV}) "
-                              "to the images to split and evaluate on")
+    # a run's own split must be found in the folder; shipped weights split whatever folder is given
+    cfg.data_dir, source = resolve_data_dir(data_dir, cfg.data_dir, tuple(split[split_name]) if split else ())
+    if split is None:
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
     default_out = run_dir or os.path.join("out", "results-" + os.path.basename(os.path.dirname(ckpt_path)))
-    print(f"evaluating {ckpt_path} (epoch {ckpt['epoch']}) on its {split_name} split of {cfg.data_dir}")
+    print(f"model: {ckpt_path} (epoch {ckpt['epoch']}); images: the {split_name} split of {cfg.data_dir} "
+          f"(from {source})", flush=True)
     return g, cfg, split, default_out, ckpt_path
 
 
@@ -380,7 +379,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
     start = time.perf_counter()
     g = ckpt_path = None
     if baselines_only:
-        cfg = Config(data_dir=data_dir or os.environ.get(DATA_ENV, ""))
+        cfg = Config(data_dir=resolve_data_dir(data_dir)[0])
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
         default_out = os.path.join("out", "baselines")
     else:
@@ -499,14 +498,31 @@ def to_json(summary: dict) -> dict:
     return {m: {k: value(k, v) for k, v in s.items()} for m, s in summary.items()}
 
 
+def choose_model(run_dir: "str | None", checkpoint: str, baselines_only: bool) -> tuple:
+    """(run folder, checkpoint): the given run; a weights folder (weights/); else the newest run under out/
+    (what you just trained), else the shipped weights."""
+    if run_dir and os.path.isfile(os.path.join(run_dir, "generator.pt")) and checkpoint in ("best", "last"):
+        return None, os.path.join(run_dir, "generator.pt")
+    if baselines_only or run_dir is not None or os.path.isfile(checkpoint):
+        return run_dir, checkpoint
+    run_dir = newest_run("out")
+    if run_dir is not None:
+        return run_dir, checkpoint
+    if os.path.isfile(SHIPPED_WEIGHTS):
+        return None, SHIPPED_WEIGHTS
+    raise ConfigError("no run folder given, no run with a checkpoint under out/ and no shipped weights: train one "
+                      "with python main.py, or pass --baselines-only --data-dir DIR")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("run_dir", nargs="?", help="training run folder (default: the shipped weights, else the newest "
-                   "run under out/)")
+    p.add_argument("run_dir", nargs="?", help="training run folder, or weights/ for the shipped model (default: "
+                   "the newest run under out/, else the shipped weights)")
     p.add_argument("--checkpoint", default="best", help="best, last, or a path to a .pt file")
     p.add_argument("--report", metavar="DIR", default=None,
                    help="also write the README's figures and tables (architecture, curves, grids, comparisons) into DIR")
-    p.add_argument("--data-dir", default="", help="where the run's images are now, if they moved")
+    p.add_argument("--data-dir", default="", help=f"the images (default: ${DATA_ENV}, else the run's saved "
+                   "data_dir: the first that holds the run's split)")
     p.add_argument("--baselines-only", action="store_true", help="evaluate the classical baselines alone (no checkpoint)")
     p.add_argument("--no-baselines", action="store_true", help="evaluate only the generator")
     p.add_argument("--out", default=None, help="folder for the outputs (default: the run folder)")
@@ -534,15 +550,7 @@ def main(argv=None) -> int:
         write_mask_examples(args.mask_examples, args.data_dir)
         return 0
     try:
-        run_dir, checkpoint = args.run_dir, args.checkpoint
-        if not args.baselines_only and run_dir is None and not os.path.isfile(checkpoint):
-            if os.path.isfile(SHIPPED_WEIGHTS):
-                checkpoint = SHIPPED_WEIGHTS
-            else:
-                run_dir = newest_run("out")
-                if run_dir is None:
-                    raise ConfigError("no run folder given, no shipped weights and no run with a checkpoint under "
-                                      "out/: train one with python main.py, or pass --baselines-only --data-dir DIR")
+        run_dir, checkpoint = choose_model(args.run_dir, args.checkpoint, args.baselines_only)
         if run_dir and not os.path.isdir(run_dir):
             raise ConfigError(f"run folder {run_dir!r} does not exist")
         if args.baselines_only and args.no_baselines:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -84,8 +85,15 @@ def test_every_image_mode_becomes_rgb(tmp_path, mode):
 
 def test_small_images_are_upscaled_with_a_warning(tmp_path):
     make_faces(str(tmp_path), n=12, size=(20, 24))
-    with pytest.warns(UserWarning, match="smaller than 32 px"):
+    with pytest.warns(UserWarning, match="upscaled more than 1.25x to 32 px"):
         split_files(str(tmp_path), image_size=32)
+
+
+def test_celeba_sized_images_need_no_upscaling_warning(tmp_path):
+    make_faces(str(tmp_path), n=12, size=(178, 218))  # CelebA's aligned size: 1.12x to the default 200 px
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_files(str(tmp_path), image_size=200)
 
 
 def test_too_few_images_names_the_counts(tmp_path):
