@@ -1,10 +1,12 @@
-"""A web page for inpainting your own photos: upload, paint the hole with the brush, press Inpaint.
+"""A web page for inpainting your own photos: upload, paint the hole (or type a box), press Inpaint.
 
     pip install -r requirements-app.txt
     python app.py                       # prints the local URL; listens on 127.0.0.1 only
     python app.py --checkpoint out/RUN/best.pt --port 7860
 
-The model is loaded once and runs on the CPU by default. Gradio's analytics are switched off.
+The model list holds the shipped weights and every run under out/ (--runs DIR); each model is loaded once,
+on first use. The page refuses photos over --max-pixels as soon as they are uploaded. Gradio's analytics
+are switched off; --host 0.0.0.0 or --share open the page to others and say so.
 """
 import argparse
 import os
@@ -14,81 +16,175 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import numpy as np  # noqa: E402
 
-from checkpoints import CheckpointError  # noqa: E402
-from inpaint import DEFAULT_MAX_PIXELS, InpaintError, Inpainter, check_mask  # noqa: E402
+from checkpoints import SHIPPED_WEIGHTS, CheckpointError  # noqa: E402
+from inpaint import DEFAULT_MAX_PIXELS, InpaintError, Inpainter, box_mask, check_mask  # noqa: E402
+
+BRUSH_SIZES = (2, 60, 12)  # px: min, max, default; thin enough to paint over one eye without the other
+LOCAL = ("127.0.0.1", "localhost", "::1")
 
 
-def editor_inputs(value, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple:
-    """Gradio ImageMask value -> (photo H, W, 3 uint8, hole mask H, W bool).
+def model_choices(checkpoint: "str | None", runs_dir: str) -> dict:
+    """{label: checkpoint}: the given checkpoint first, then the shipped weights, then each run's best.pt."""
+    choices = {}
+    if checkpoint:
+        choices[f"{checkpoint} (given)"] = checkpoint
+    if os.path.isfile(SHIPPED_WEIGHTS):
+        choices["shipped weights (weights/generator.pt)"] = SHIPPED_WEIGHTS
+    if os.path.isdir(runs_dir):
+        for run in sorted(os.listdir(runs_dir)):
+            best = os.path.join(runs_dir, run, "best.pt")
+            if os.path.isfile(best) and best != checkpoint:
+                choices[f"run {run} (best.pt)"] = best
+    if not choices:
+        raise InpaintError(f"no model: no --checkpoint, no shipped weights and no run under {runs_dir}/; "
+                           "train one with python main.py")
+    return choices
+
+
+class Models:
+    """Loads each chosen model once and keeps it."""
+
+    def __init__(self, choices: dict, device: str):
+        self.choices, self.device, self.loaded = choices, device, {}
+
+    def __call__(self, label: str) -> Inpainter:
+        if label not in self.choices:
+            raise InpaintError(f"unknown model {label!r}: reload the page")
+        if label not in self.loaded:
+            self.loaded[label] = Inpainter(self.choices[label], device=self.device)
+        return self.loaded[label]
+
+
+def photo_size_problem(value, max_pixels: int) -> str:
+    """'' when the uploaded photo fits the budget, else what to do about it."""
+    background = (value or {}).get("background")
+    if background is None:
+        return ""
+    h, w = np.asarray(background).shape[:2]
+    if h * w <= max_pixels:
+        return ""
+    side = int((max_pixels / (h * w)) ** 0.5 * max(h, w))
+    return (f"This photo is {w}x{h} = {megapixels(w * h)}, over this page's {megapixels(max_pixels)} budget: "
+            f"downscale it (longest side at most {side} px) and upload it again.")
+
+
+def megapixels(n: int) -> str:
+    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n:,} pixels"
+
+
+def editor_inputs(value, box: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple:
+    """Gradio ImageMask value (+ an optional 'x,y,w,h' box) -> (photo H, W, 3 uint8, hole mask H, W bool).
 
     The value holds the uploaded photo as 'background' and the brush strokes as RGBA 'layers';
-    every painted (non-transparent) layer pixel is hole.
+    every painted (non-transparent) layer pixel is hole, and so is the box.
     """
     if not value or value.get("background") is None:
         raise InpaintError("upload a photo first")
+    problem = photo_size_problem(value, max_pixels)
+    if problem:
+        raise InpaintError(problem)
     background = np.asarray(value["background"])
     if background.ndim == 2:
         background = np.stack([background] * 3, axis=-1)
     h, w = background.shape[:2]
-    if h * w > max_pixels:
-        raise InpaintError(f"the photo is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP budget")
     photo = background[..., :3].astype(np.uint8)
-    mask = np.zeros((h, w), bool)
+    mask = box_mask(box, (h, w), "the box") if box and box.strip() else np.zeros((h, w), bool)
     for layer in value.get("layers") or []:
         layer = np.asarray(layer)
         if layer.shape[:2] != (h, w):
             continue  # a layer that does not cover the photo cannot be a mask of it
         mask |= (layer[..., 3] > 0) if layer.ndim == 3 and layer.shape[2] == 4 else (layer.max(axis=-1) > 0)
-    check_mask(mask, "the painted mask")
+    check_mask(mask, "the painted mask" + (" and box" if box and box.strip() else ""))
     return photo, mask
 
 
-def make_handler(inpainter: Inpainter, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The Inpaint button's callback: editor value -> (original, inpainted)."""
+def make_handler(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The Inpaint button's callback: (editor value, box, model label) -> (before/after, inpainted, status).
+    A user's mistake becomes a message on the page, not an exception (no traceback in the server log)."""
     import gradio as gr
 
-    def handle(value):
+    def handle(value, box="", label=None):
         try:
-            photo, mask = editor_inputs(value, max_pixels)
-            return photo, inpainter(photo, mask)
-        except InpaintError as e:
-            raise gr.Error(str(e)) from None
+            photo, mask = editor_inputs(value, box, max_pixels)
+            label = label or next(iter(models.choices))
+            result = models(label)(photo, mask)
+        except (InpaintError, CheckpointError) as e:
+            gr.Warning(str(e))
+            return gr.skip(), gr.skip(), f"**Not inpainted:** {e}"
+        return (photo, result), result, (f"Inpainted {int(mask.sum())} pixels of a {photo.shape[1]}x{photo.shape[0]} "
+                                         f"photo with {label}.")
     return handle
 
 
-def build_demo(inpainter: Inpainter, max_pixels: int = DEFAULT_MAX_PIXELS):
+def brush(size: int):
     import gradio as gr
+    return gr.Brush(default_size=int(size), colors=["#ffffff"], color_mode="fixed")
+
+
+def build_demo(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS):
+    import gradio as gr
+    labels = list(models.choices)
     with gr.Blocks(title="Face inpainting") as demo:
-        gr.Markdown("## Face inpainting\nUpload a photo, paint over what should go, press **Inpaint**.")
+        gr.Markdown("## Face inpainting\nUpload a photo, paint over what should go (or type a box), press "
+                    "**Inpaint**. Drag the slider on the result to compare before and after.")
+        with gr.Row():
+            model = gr.Dropdown(labels, value=labels[0], label="model", elem_id="model")
+            size = gr.Slider(*BRUSH_SIZES[:2], value=BRUSH_SIZES[2], step=1, label="brush size (px)", elem_id="brush")
+            box = gr.Textbox(label="box x,y,w,h (optional, photo pixels)", placeholder="e.g. 60,120,80,30",
+                             elem_id="box")
         # PNG, not the default webp: a lossy round trip would blur the painted mask's edges
         editor = gr.ImageMask(label="photo: paint the hole", type="numpy", image_mode="RGB", format="png",
                               sources=["upload", "clipboard"], layers=False, elem_id="editor",
-                              brush=gr.Brush(default_size="auto", colors=["#ffffff"], color_mode="fixed"))
+                              brush=brush(BRUSH_SIZES[2]))
         button = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
+        status = gr.Markdown("", elem_id="status")
         with gr.Row():
-            original = gr.Image(label="original", type="numpy", format="png", interactive=False, elem_id="original",
-                                height=360)
+            compare = gr.ImageSlider(label="before / after", type="numpy", format="png", elem_id="compare",
+                                     max_height=420)
             result = gr.Image(label="inpainted", type="numpy", format="png", interactive=False, elem_id="result",
-                              height=360, buttons=["download"])
-        button.click(make_handler(inpainter, max_pixels), inputs=editor, outputs=[original, result])
+                              height=420, buttons=["download"])
+        size.change(lambda s: gr.ImageMask(brush=brush(s)), inputs=size, outputs=editor)
+        # one queue for both: an upload's message never lands after (and over) a later click's result
+        editor.upload(lambda v: upload_message(v, max_pixels), inputs=editor, outputs=status, show_progress="hidden",
+                      concurrency_id="editor")
+        button.click(make_handler(models, max_pixels), inputs=[editor, box, model],
+                     outputs=[compare, result, status], show_progress="full", concurrency_id="editor")
     return demo
+
+
+def upload_message(value, max_pixels: int) -> str:
+    import gradio as gr
+    problem = photo_size_problem(value, max_pixels)
+    if problem:
+        gr.Warning(problem)
+        return f"**Too large:** {problem}"
+    return ""
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--checkpoint", help="generator checkpoint (default: shipped weights, else newest run's best.pt)")
+    p.add_argument("--checkpoint", help="the model selected first (default: the shipped weights)")
+    p.add_argument("--runs", default="out", help="list every run under this folder as a model (default: out)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger photos")
     args = p.parse_args(argv)
     try:
-        inpainter = Inpainter(args.checkpoint, device=args.device)
+        models = Models(model_choices(args.checkpoint, args.runs), args.device)
+        first = next(iter(models.choices))
+        models(first)  # load the first model now: a broken checkpoint fails here, not on the first click
     except (InpaintError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"model: {inpainter.checkpoint}", flush=True)
-    build_demo(inpainter, args.max_pixels).launch(server_name=args.host, server_port=args.port, share=False)
+    print(f"model: {models.choices[first]} (+{len(models.choices) - 1} more to choose from on the page)", flush=True)
+    if args.host not in LOCAL or args.share:
+        print(f"warning: the page is open to {'anyone with the link' if args.share else 'your network'} "
+              f"({args.host}{', --share' if args.share else ''}); photos people upload reach this machine",
+              file=sys.stderr, flush=True)
+    build_demo(models, args.max_pixels).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                               show_error=False)
     return 0
 
 

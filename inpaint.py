@@ -115,13 +115,13 @@ def read_mask(path: str, shape: tuple, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return np.asarray(m) > 127
 
 
-def box_mask(box: str, shape: tuple) -> np.ndarray:
+def box_mask(box: str, shape: tuple, what: str = "--box") -> np.ndarray:
     try:
         x, y, w, h = (int(v) for v in box.split(","))
     except ValueError:
-        raise InpaintError(f"--box {box!r}: expected four integers x,y,w,h") from None
+        raise InpaintError(f"{what} {box!r}: expected four integers x,y,w,h") from None
     if w < 1 or h < 1 or x < 0 or y < 0 or x >= shape[1] or y >= shape[0]:
-        raise InpaintError(f"--box {box!r}: must have w, h >= 1 and start inside the {shape[1]}x{shape[0]} photo")
+        raise InpaintError(f"{what} {box!r}: must have w, h >= 1 and start inside the {shape[1]}x{shape[0]} photo")
     mask = np.zeros(shape[:2], bool)
     mask[y:y + h, x:x + w] = True
     return mask

@@ -21,10 +21,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-def start_app(checkpoint: "str | None", port: int, timeout: float = 120) -> subprocess.Popen:
+def start_app(checkpoint: "str | None", port: int, timeout: float = 120, extra: tuple = ()) -> subprocess.Popen:
     """Start app.py and return once it prints its local URL."""
     model = ["--checkpoint", checkpoint] if checkpoint else []  # default: the shipped weights
-    server = subprocess.Popen([sys.executable, "app.py", *model, "--port", str(port)], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "app.py", *model, "--port", str(port), *extra], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     start, log = time.time(), ""
@@ -43,30 +43,82 @@ def _fetch_png(page, url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
 
-def drive_page(url: str, photo: str, screenshot: "str | None" = None, stroke: float = 0.2) -> np.ndarray:
-    """Upload `photo`, paint a horizontal stroke through its middle (stroke x the editor's width long),
-    press Inpaint and return the inpainted image as the page serves it."""
+class Page:
+    """app.py's page in headless Chromium, driven as a user would."""
+
+    def __init__(self, playwright, url: str):
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        self.page = self.browser.new_page(viewport={"width": 1200, "height": 1250})
+        self.page.goto(url, wait_until="networkidle")
+
+    def upload(self, photo: str):
+        self.page.locator("#editor input[type=file]").set_input_files(photo)
+        self.page.wait_for_timeout(1500)
+
+    def set_brush(self, size: int):
+        box = self.page.locator("#brush input[type=number]")
+        box.fill(str(size))
+        box.press("Enter")
+        self.page.wait_for_timeout(1500)  # the server sends the editor its new brush
+
+    def choose_model(self, label: str):
+        self.page.locator("#model input").click()
+        self.page.get_by_role("option", name=label).click()
+        self.page.wait_for_timeout(300)
+
+    def paint(self, stroke: float = 0.2):
+        """A horizontal stroke through the middle, `stroke` x the editor's width long."""
+        tool = self.page.locator('#editor button[aria-label="Brush"]')
+        if "highlight" not in (tool.get_attribute("class") or ""):  # the editor re-rendered without a tool
+            tool.click()
+            self.page.wait_for_timeout(300)
+        box = self.page.locator("#editor canvas").first.bounding_box()
+        cx, cy, half = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, stroke * box["width"] / 2
+        self.page.mouse.move(cx - half, cy)
+        self.page.mouse.down()
+        self.page.mouse.move(cx + half, cy, steps=25)
+        self.page.mouse.up()
+        self.page.wait_for_timeout(300)
+
+    def status(self) -> str:
+        return self.page.locator("#status").inner_text()
+
+    def inpaint(self, timeout_ms: int = 60_000) -> np.ndarray:
+        """Press Inpaint and return the new result image as the page serves it."""
+        old = self.page.locator("#result img").get_attribute("src") if self.page.locator("#result img").count() else None
+        self.page.click("#inpaint")
+        try:
+            self.page.wait_for_function("(old) => { const i = document.querySelector('#result img');"
+                                        " return i && i.src && i.src !== old; }", arg=old, timeout=timeout_ms)
+        except Exception as e:
+            self.page.screenshot(path=os.path.join(os.environ.get("TMPDIR", "/tmp"), "app_failed.png"))
+            raise RuntimeError(f"no new result after pressing Inpaint; the page says {self.status()!r}") from e
+        self.page.wait_for_timeout(500)
+        return _fetch_png(self.page, self.page.locator("#result img").get_attribute("src"))
+
+    def press_and_wait_for_status(self, text: str, timeout_ms: int = 30_000):
+        self.page.click("#inpaint")
+        self.page.wait_for_function("(t) => document.querySelector('#status').innerText.includes(t)", arg=text,
+                                    timeout=timeout_ms)
+
+    def close(self):
+        self.browser.close()
+
+
+def drive_page(url: str, photo: str, screenshot: "str | None" = None, stroke: float = 0.2,
+               brush: "int | None" = None) -> np.ndarray:
+    """Upload `photo`, paint a horizontal stroke through its middle, press Inpaint and return the result."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 1150})
-        page.goto(url, wait_until="networkidle")
-        page.locator("#editor input[type=file]").set_input_files(photo)
-        page.wait_for_timeout(1500)
-        box = page.locator("#editor canvas").first.bounding_box()
-        cx, cy, half = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, stroke * box["width"] / 2
-        page.mouse.move(cx - half, cy)
-        page.mouse.down()
-        page.mouse.move(cx + half, cy, steps=25)
-        page.mouse.up()
-        page.wait_for_timeout(300)
-        page.click("#inpaint")
-        page.locator("#result img").wait_for(timeout=60_000)
-        page.wait_for_timeout(500)
-        result = _fetch_png(page, page.locator("#result img").get_attribute("src"))
+        page = Page(p, url)
+        page.upload(photo)
+        if brush:
+            page.set_brush(brush)
+        page.paint(stroke)
+        result = page.inpaint()
         if screenshot:
-            page.screenshot(path=screenshot)
-        browser.close()
+            page.page.screenshot(path=screenshot, full_page=True)
+        page.close()
     return result
 
 
