@@ -89,6 +89,10 @@ def newest_run(out_dir: str) -> "str | None":
 def run_checkpoint(run_dir: "str | None", checkpoint: str) -> str:
     """`checkpoint` itself when it is a file, else RUN_DIR/<checkpoint>.pt (best, last); it must exist."""
     path = checkpoint if os.path.isfile(checkpoint) else os.path.join(run_dir or "", f"{checkpoint}.pt")
+    last = os.path.join(run_dir or "", "last.pt")
+    if checkpoint == "best" and not os.path.isfile(path) and os.path.isfile(last):
+        print(f"{run_dir} has no best.pt yet (stopped before its first validation): using its last.pt", flush=True)
+        return last
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} not found: pass --checkpoint best, last or a .pt path")
     return path
