@@ -111,9 +111,9 @@ def drive_page(url: str, photo: str, screenshot: "str | None" = None, stroke: fl
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         page = Page(p, url)
-        page.upload(photo)
         if brush:
             page.set_brush(brush)
+        page.upload(photo)
         page.paint(stroke)
         result = page.inpaint()
         if screenshot:
@@ -128,10 +128,11 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="default: the shipped weights")
     p.add_argument("-o", "--output", required=True, help="screenshot PNG")
     p.add_argument("--port", type=int, default=7870)
+    p.add_argument("--brush", type=int, default=None, help="brush size in photo pixels (default: the page's)")
     args = p.parse_args(argv)
     server = start_app(args.checkpoint, args.port)
     try:
-        drive_page(f"http://127.0.0.1:{args.port}", args.photo, args.output)
+        drive_page(f"http://127.0.0.1:{args.port}", args.photo, args.output, brush=args.brush)
     finally:
         server.terminate()
         server.wait(timeout=30)
