@@ -83,7 +83,7 @@ class Config:
     threads: int = F(0, "CPU threads for torch (0 = torch's default)")
     out_dir: str = F("out", "parent folder of run folders")
     run_name: str = F("", "run folder name under out_dir (default: preset name + timestamp)")
-    log_every: int = F(10, "steps between progress-line refreshes (the only host syncs in training)")
+    log_every: int = F(10, "steps between progress-line refreshes (each one syncs the host to read the running losses)")
     preset: str = F("default", "preset the other values were resolved from (informational)")
 
     def validate(self) -> "Config":

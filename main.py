@@ -387,7 +387,9 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
                     tqdm.write(first_steps_line(cfg, dist, seen / (time.perf_counter() - t_epoch), launched,
                                                 (cfg.epochs - epoch) * steps_per_epoch - step - 1))
                 if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
-                    means = {k: (v / max(good, 1)).item() for k, v in sums.items()}  # the only sync
+                    # host syncs: this, every log_every steps; and each step the finiteness check of each loss
+                    # (one without the GAN, two with it; an all-reduce under DDP) and the stop flag's all-reduce
+                    means = {k: (v / max(good, 1)).item() for k, v in sums.items()}
                     bar.set_postfix(G=f"{means['gan_g']:.3f}", D=f"{means['gan_d']:.3f}", L1=f"{means['l1']:.4f}",
                                     ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
                 if dist.any_true(stop.signum is not None, rt.device):  # every rank stops after the same step

@@ -183,12 +183,22 @@ def test_signal_saves_last_and_prints_the_resume_command(faces_dir, tmp_path, si
 
 
 def test_second_ctrl_c_exits_at_once_without_corrupting(faces_dir, tmp_path):
-    proc = start_training(faces_dir, tmp_path)
-    wait_for_checkpoint(tmp_path / "r" / "last.pt", proc)
+    # steps of ~1 s, so the second signal lands while the first one's step is still running
+    proc = start_training(faces_dir, tmp_path, "--image-size", "128", "--nf", "32", "--batch-size", "8",
+                          "--hole-size", "32", "--hole-margin", "8")
+    wait_for_checkpoint(tmp_path / "r" / "last.pt", proc, timeout=300)
     proc.send_signal(signal.SIGINT)
+    err = ""
+    while "SIGINT received" not in err:  # Python runs one handler for two signals that arrive together
+        line = proc.stderr.readline()
+        assert line, proc.communicate()
+        err += line
+    saved = os.path.getmtime(tmp_path / "r" / "last.pt")
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    _, rest = proc.communicate(timeout=60)
+    # the second signal ends the process at once: the step is not finished and nothing is saved
+    assert proc.returncode == 128 + signal.SIGINT and "second SIGINT: exiting now" in rest, err + rest
+    assert "saved" not in rest and os.path.getmtime(tmp_path / "r" / "last.pt") == saved
     load_checkpoint(str(tmp_path / "r" / "last.pt"))
 
 
