@@ -71,3 +71,21 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
     if pred.device.type == "cpu":
         weight, pred, target = region_crops(weight, SSIM_RADIUS["gaussian"], pred, target)
     return 1 - weighted_mean(ssim_map((pred + 1) / 2, (target + 1) / 2, window="gaussian"), weight)
+
+
+# The generator's reconstruction terms: logged name -> (the Config field holding its weight, function).
+# A new loss is one entry here (plus its weight field in config.py); training, logging and plots follow.
+RECONSTRUCTION = {
+    "l1": ("w_l1", l1_loss),
+    "edge": ("w_edge", edge_loss),
+    "ssim_loss": ("w_ssim", ssim_loss),
+    "l2": ("w_l2", l2_loss),
+}
+
+
+def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, cfg) -> tuple:
+    """(weighted sum, {name: unweighted value}) of the RECONSTRUCTION terms; zero-weight terms are still
+    computed and logged, so runs stay comparable."""
+    values = {name: fn(pred, target, weight) for name, (_, fn) in RECONSTRUCTION.items()}
+    total = sum(getattr(cfg, field) * values[name] for name, (field, _) in RECONSTRUCTION.items())
+    return total, values

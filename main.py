@@ -25,7 +25,7 @@ from config import Config, ConfigError, build_parser, choose_runtime, format_con
 from dataset import DataError, augment, open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
 from distributed import Distributed
 from evaluation import evaluate_generator
-from losses import discriminator_loss, edge_loss, generator_adversarial_loss, l1_loss, l2_loss, ssim_loss
+from losses import RECONSTRUCTION, discriminator_loss, generator_adversarial_loss, reconstruction_losses
 from masks import dilate, fixed_masks, rng_for, training_masks
 from models import parameter_table, count_parameters
 from plots import masked_view, save_grid, save_training_plot
@@ -33,7 +33,7 @@ from plots import masked_view, save_grid, save_training_plot
 # Flags that may change when resuming: they affect speed or length, not what one step computes.
 RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "threads", "workers", "cache_mb", "log_every",
                        "data_dir", "compile", "channels_last"}
-TRAIN_KEYS = ("gan_g", "gan_d", "l1", "edge", "ssim_loss", "l2")
+TRAIN_KEYS = ("gan_g", "gan_d", *RECONSTRUCTION)  # the running means logged per epoch
 
 
 class TrainingStopped(RuntimeError):
@@ -77,37 +77,27 @@ def all_finite(loss: torch.Tensor) -> bool:
     return bool(torch.isfinite(loss))
 
 
-def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "dict | None":
-    """One discriminator update then one generator update; returns detached losses on the device,
-    or None when a loss was NaN/inf (then no weights changed). Under DDP, `finite` asks every rank,
-    so all of them skip together; nets may be DDP-wrapped."""
-    g, d = nets
-    opt_g, opt_d = opts
-    use_gan = cfg.w_adv > 0
-    region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
+def discriminator_step(d, opt_d, real, composite, rt, finite=all_finite) -> "torch.Tensor | None":
+    """One discriminator update: real images -> real, composites (detached: no gradient reaches the
+    generator) -> fake. Returns the detached loss, or None when it was NaN/inf (then nothing changed)."""
     with rt.autocast():
-        raw = g(batch, mask)
-    raw = raw.float()  # losses in fp32
-    composite = mask * raw + (1 - mask) * batch
+        real_logits, fake_logits = d(real).float(), d(composite.detach()).float()
+    loss_d = discriminator_loss(real_logits, fake_logits)
+    if not finite(loss_d):
+        return None
+    opt_d.zero_grad(set_to_none=True)
+    backward_and_step(loss_d, opt_d, rt)
+    return loss_d.detach()
 
-    loss_d = torch.zeros((), device=batch.device)
-    if use_gan:
-        with rt.autocast():
-            real_logits, fake_logits = d(batch).float(), d(composite.detach()).float()
-        loss_d = discriminator_loss(real_logits, fake_logits)
-        if not finite(loss_d):
-            return None
-        opt_d.zero_grad(set_to_none=True)
-        backward_and_step(loss_d, opt_d, rt)
 
-    losses = {"l1": l1_loss(raw, batch, region), "edge": edge_loss(raw, batch, region),
-              "ssim_loss": ssim_loss(raw, batch, region), "l2": l2_loss(raw, batch, region)}
-    loss_g = (cfg.w_l1 * losses["l1"] + cfg.w_edge * losses["edge"] + cfg.w_ssim * losses["ssim_loss"]
-              + cfg.w_l2 * losses["l2"])
+def generator_step(d, opt_g, raw, composite, batch, region, cfg: Config, rt, finite=all_finite) -> "dict | None":
+    """One generator update on the weighted RECONSTRUCTION terms plus w_adv x the adversarial term.
+    Returns the detached logged values, or None when the loss was NaN/inf (then nothing changed)."""
+    loss_g, values = reconstruction_losses(raw, batch, region, cfg)
     gan_g = torch.zeros((), device=batch.device)
-    if use_gan:
-        # The generator's step needs no discriminator gradients; the plain module (not its DDP
-        # wrapper) is used, since DDP expects every forward with grad-requiring weights to backward.
+    if cfg.w_adv > 0:
+        # The discriminator is frozen for this step (its weights get no gradient from the generator's
+        # loss); the plain module, not its DDP wrapper, since DDP expects every forward to backward.
         plain_d = getattr(d, "module", d)
         plain_d.requires_grad_(False)
         with rt.autocast():
@@ -118,7 +108,27 @@ def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "
         return None
     opt_g.zero_grad(set_to_none=True)
     backward_and_step(loss_g, opt_g, rt)
-    return {"gan_g": gan_g.detach(), "gan_d": loss_d.detach(), **{k: v.detach() for k, v in losses.items()}}
+    return {"gan_g": gan_g.detach(), **{k: v.detach() for k, v in values.items()}}
+
+
+def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "dict | None":
+    """The generator's output computed once; one discriminator update (with the GAN on) then one generator
+    update. Returns detached losses on the device, or None when a loss was NaN/inf. Under DDP, `finite`
+    asks every rank, so all of them skip together; nets may be DDP-wrapped."""
+    g, d = nets
+    opt_g, opt_d = opts
+    region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
+    with rt.autocast():
+        raw = g(batch, mask)
+    raw = raw.float()  # losses in fp32
+    composite = mask * raw + (1 - mask) * batch
+    loss_d = torch.zeros((), device=batch.device)
+    if cfg.w_adv > 0:
+        loss_d = discriminator_step(d, opt_d, batch, composite, rt, finite)
+        if loss_d is None:
+            return None
+    out = generator_step(d, opt_g, raw, composite, batch, region, cfg, rt, finite)
+    return None if out is None else {**out, "gan_d": loss_d}
 
 
 def learning_rate_factor(cfg: Config, progress: float) -> float:

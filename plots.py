@@ -5,6 +5,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from losses import RECONSTRUCTION  # noqa: E402
+
 
 def _to_hwc(img: torch.Tensor):
     return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -34,15 +36,18 @@ def masked_view(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return images * (1 - masks) + masks
 
 
+LABELS = {"l1": "L1", "l2": "L2", "ssim_loss": "1-SSIM"}  # plot labels of the RECONSTRUCTION terms
+
+
 def save_training_plot(history: list, path: str):
     """Losses (train and validation) and validation SSIM / PSNR per epoch."""
     if not history:
         return
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key, label in (("train_l1", "train L1"), ("train_l2", "train L2"), ("train_edge", "train edge"),
-                       ("train_ssim_loss", "train 1-SSIM"), ("val_l1", "val hole L1"), ("val_edge", "val hole edge")):
-        if key not in history[0]:  # runs from before the L2 term
+    curves = [(f"train_{name}", f"train {LABELS.get(name, name)}") for name in RECONSTRUCTION]
+    for key, label in curves + [("val_l1", "val hole L1"), ("val_edge", "val hole edge")]:
+        if key not in history[0]:  # runs from before a term was added
             continue
         axes[0].plot(epochs, [h[key] for h in history], marker=".", label=label)
     axes[0].set_title("reconstruction losses")

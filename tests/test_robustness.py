@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import losses
 import main as main_module
 from checkpoints import CheckpointError, atomic_save, load_checkpoint
 from conftest import ROOT, make_faces, run_script
@@ -126,12 +127,12 @@ def tiny_cfg(data, out, **kw):
 
 
 def test_nan_steps_are_skipped_and_counted(faces_dir, tmp_path, monkeypatch, capsys):
-    real_l1, calls = main_module.l1_loss, {"n": 0}
+    real_l1, calls = losses.l1_loss, {"n": 0}
 
     def sometimes_nan(*a):
         calls["n"] += 1
         return real_l1(*a) * (float("nan") if calls["n"] in (3, 4, 9) else 1)
-    monkeypatch.setattr(main_module, "l1_loss", sometimes_nan)
+    monkeypatch.setitem(losses.RECONSTRUCTION, "l1", ("w_l1", sometimes_nan))
     main_module.train(tiny_cfg(faces_dir, tmp_path, run_name="nan"))
     out = capsys.readouterr().out
     assert "NaN/inf loss, update skipped (2 in a row, 2 in total)" in out and "3 in total" in out
@@ -142,13 +143,13 @@ def test_nan_steps_are_skipped_and_counted(faces_dir, tmp_path, monkeypatch, cap
 
 def test_persistent_nan_stops_and_keeps_the_last_good_checkpoint(faces_dir, tmp_path, monkeypatch):
     cfg = tiny_cfg(faces_dir, tmp_path, run_name="nan", epochs=3, max_bad_steps=4)
-    real_l1, state = main_module.l1_loss, {"epoch_done": False}
+    real_l1, state = losses.l1_loss, {"epoch_done": False}
 
     def nan_after_epoch_1(epoch, row):
         state["epoch_done"] = True
 
-    monkeypatch.setattr(main_module, "l1_loss",
-                        lambda *a: real_l1(*a) * (float("nan") if state["epoch_done"] else 1))
+    monkeypatch.setitem(losses.RECONSTRUCTION, "l1",
+                        ("w_l1", lambda *a: real_l1(*a) * (float("nan") if state["epoch_done"] else 1)))
     with pytest.raises(main_module.TrainingStopped, match="4 consecutive steps") as e:
         main_module.train(cfg, on_epoch=nan_after_epoch_1)
     assert e.value.exit_code != 0
