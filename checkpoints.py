@@ -2,6 +2,7 @@
 import os
 import pickle
 import tempfile
+from dataclasses import fields
 
 import torch
 
@@ -59,22 +60,78 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"cannot read checkpoint {path!r}: {e}") from None
 
 
+def model_args(cfg: Config) -> dict:
+    """The generator's own constructor arguments, saved beside its weights (nanoGPT's model_args):
+    loading a generator needs only these, so renaming a training field never breaks old weights."""
+    return {"nf": cfg.nf, "attention": cfg.attention, "prefill": cfg.prefill}
+
+
 def build_generator(cfg: Config) -> Generator:
-    return Generator(nf=cfg.nf, attention=cfg.attention, prefill=cfg.prefill)
+    return Generator(**model_args(cfg))
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
     return Discriminator(nf=cfg.d_nf)
 
 
+def saved_config(ckpt: dict) -> Config:
+    """The checkpoint's config; fields this version no longer has are dropped (old weights keep loading)."""
+    known = {f.name for f in fields(Config)}
+    return Config(**{k: v for k, v in ckpt["config"].items() if k in known})
+
+
 def generator_from_checkpoint(ckpt: dict) -> tuple:
-    """(generator, config) rebuilt from the checkpoint's own saved config: no flags re-passed.
+    """(generator, config) rebuilt from the checkpoint's own model_args (or, in checkpoints from before
+    they were saved, its config): no flags re-passed.
 
     The moving average of the weights is the generator when the run kept one (it is what validated)."""
-    cfg = Config.from_dict(ckpt["config"])
-    g = build_generator(cfg)
+    cfg = saved_config(ckpt)
+    g = Generator(**ckpt.get("model_args", model_args(cfg)))
     g.load_state_dict(ckpt.get("generator_ema", ckpt["generator"]))
     return g.eval(), cfg
+
+
+class TrainingState:
+    """Everything a run needs to continue: both networks and their optimizers, the moving average, the
+    step counters and the metric history. state_dict() / load_state_dict() are the one definition of
+    the training checkpoint format (last.pt, best.pt)."""
+
+    def __init__(self, cfg: Config, g, d, opt_g, opt_d, g_ema=None, scaler=None):
+        self.cfg, self.g, self.d, self.opt_g, self.opt_d, self.g_ema, self.scaler = cfg, g, d, opt_g, opt_d, g_ema, scaler
+        self.epoch = self.step_in_epoch = self.bad_steps = 0
+        self.history, self.best, self.partial = [], None, {}
+
+    def state_dict(self, world_size: int = 1) -> dict:
+        """`partial` carries a stopped epoch's running loss sums, so a mid-epoch resume logs the same means."""
+        return {"config": self.cfg.to_dict(), "model_args": model_args(self.cfg), "generator": self.g.state_dict(),
+                **({"generator_ema": self.g_ema.state_dict()} if self.g_ema is not None else {}),
+                "discriminator": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "history": self.history,
+                "best": self.best, "bad_steps": self.bad_steps, "partial_epoch": self.partial,
+                "world_size": world_size, "torch_version": str(torch.__version__)}
+
+    def load_state_dict(self, ckpt: dict):
+        self.g.load_state_dict(ckpt["generator"])
+        if self.g_ema is not None:
+            self.g_ema.load_state_dict(ckpt["generator_ema"])
+        self.d.load_state_dict(ckpt["discriminator"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        self.history, self.best, self.bad_steps = ckpt["history"], ckpt["best"], ckpt.get("bad_steps", 0)
+        self.partial = ckpt.get("partial_epoch") or {}
+
+
+def shipped_state(ckpt: dict) -> dict:
+    """The shipped weights' format (weights/generator.pt): the generator that validated (the moving
+    average when kept) in fp16, its model_args and config, and the run's history."""
+    g, cfg = generator_from_checkpoint(ckpt)
+    weights = {k: v.half() for k, v in g.state_dict().items()}
+    return {"config": cfg.to_dict(), "model_args": model_args(cfg), "generator": weights, "epoch": ckpt["epoch"],
+            "history": ckpt["history"], "torch_version": str(torch.__version__)}
 
 
 def newest_run(out_dir: str) -> "str | None":

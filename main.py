@@ -20,7 +20,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from checkpoints import CheckpointError, atomic_save, build_discriminator, build_generator, load_checkpoint
+from checkpoints import (CheckpointError, TrainingState, atomic_save, build_discriminator, build_generator,
+                         load_checkpoint)
 from config import Config, ConfigError, build_parser, choose_runtime, format_config, resolve_config
 from dataset import DataError, augment, open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
 from distributed import Distributed
@@ -309,19 +310,12 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
     g_ema = copy.deepcopy(g).requires_grad_(False) if cfg.ema > 0 else None
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    start_epoch, start_step, history, best, bad_total = 0, 0, [], None, 0
+    state = TrainingState(cfg, g, d, opt_g, opt_d, g_ema, rt.scaler)
     if resume:
-        g.load_state_dict(resume["generator"])
-        if g_ema is not None:
-            g_ema.load_state_dict(resume["generator_ema"])
-        d.load_state_dict(resume["discriminator"])
-        opt_g.load_state_dict(resume["opt_g"])
-        opt_d.load_state_dict(resume["opt_d"])
-        if rt.scaler is not None and resume.get("scaler"):
-            rt.scaler.load_state_dict(resume["scaler"])
-        start_epoch, start_step = resume["epoch"], resume["step_in_epoch"]
-        history, best, bad_total = resume["history"], resume["best"], resume.get("bad_steps", 0)
-        log(dist, f"resuming at epoch {start_epoch + 1}, step {start_step}")
+        state.load_state_dict(resume)
+        log(dist, f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}")
+    start_epoch, start_step, history, best, bad_total = (state.epoch, state.step_in_epoch, state.history,
+                                                         state.best, state.bad_steps)
     # Compiling the generator alone: compiling the whole step trips an inductor stride assertion in
     # replication_pad2d_backward (torch 2.13, channels_last). Wrappers share g's and d's parameters.
     g_step = torch.compile(g) if cfg.compile else g
@@ -334,15 +328,9 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
         finite = lambda loss: dist.all_true(bool(torch.isfinite(loss)), rt.device)  # noqa: E731
 
     def checkpoint(epoch: int, step_in_epoch: int, partial: "dict | None" = None) -> dict:
-        """Everything needed to continue; `partial` carries a stopped epoch's running loss sums."""
-        return {"config": cfg.to_dict(), "generator": g.state_dict(),
-                **({"generator_ema": g_ema.state_dict()} if g_ema is not None else {}),
-                "discriminator": d.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "scaler": rt.scaler.state_dict() if rt.scaler is not None else {},
-                "epoch": epoch, "step_in_epoch": step_in_epoch, "history": history, "best": best,
-                "bad_steps": bad_total, "partial_epoch": partial or {}, "world_size": dist.world,
-                "torch_version": str(torch.__version__)}
+        state.epoch, state.step_in_epoch, state.partial = epoch, step_in_epoch, partial or {}
+        state.history, state.best, state.bad_steps = history, best, bad_total
+        return state.state_dict(dist.world)
 
     steps_per_epoch = len(train_src) // (cfg.batch_size * dist.world)
     last_path = os.path.join(run_dir, "last.pt")
@@ -354,9 +342,9 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
             first = start_step if epoch == start_epoch else 0
             sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
             good = consecutive_bad = 0
-            if first and resume and resume.get("partial_epoch"):  # continue the stopped epoch's averages
-                sums = {k: torch.tensor(v, device=rt.device) for k, v in resume["partial_epoch"]["sums"].items()}
-                good = resume["partial_epoch"]["good"]
+            if first and state.partial:  # continue the stopped epoch's averages
+                sums = {k: torch.tensor(v, device=rt.device) for k, v in state.partial["sums"].items()}
+                good = state.partial["good"]
             bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        dynamic_ncols=True, mininterval=1.0, file=sys.stdout, disable=not dist.is_main)
             t_epoch, seen = time.perf_counter(), 0
@@ -443,10 +431,10 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
             improved = is_better(cfg.best_metric, row[f"val_{cfg.best_metric}"], best)
             if improved:
                 best = row[f"val_{cfg.best_metric}"]
-            state = checkpoint(epoch + 1, 0)
-            atomic_save(state, last_path)
+            saved = checkpoint(epoch + 1, 0)
+            atomic_save(saved, last_path)
             if improved:
-                atomic_save(state, os.path.join(run_dir, "best.pt"))
+                atomic_save(saved, os.path.join(run_dir, "best.pt"))
             dist.barrier()
             if on_epoch is not None:
                 on_epoch(epoch + 1, row)

@@ -19,7 +19,7 @@ import tempfile
 
 import torch
 
-from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, atomic_save, generator_from_checkpoint, load_checkpoint,
+from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, atomic_save, load_checkpoint, shipped_state,
                          run_checkpoint)
 from config import ConfigError
 from dataset import DataError
@@ -35,14 +35,6 @@ def sha256(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def shipped_state(ckpt: dict) -> dict:
-    """Weights-only payload: the generator that validated (the moving average when kept) in fp16."""
-    g, cfg = generator_from_checkpoint(ckpt)
-    weights = {k: v.half() for k, v in g.state_dict().items()}
-    return {"config": cfg.to_dict(), "generator": weights, "epoch": ckpt["epoch"],
-            "history": ckpt["history"], "torch_version": str(torch.__version__)}
 
 
 def square_psnr(results: dict) -> float:

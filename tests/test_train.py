@@ -33,6 +33,17 @@ def test_checkpoint_rebuilds_the_generator_from_its_own_config(tiny_run):
     assert cfg.nf == 8 and g.enc1[0].out_channels == 8
 
 
+def test_generator_loads_from_model_args_even_after_a_config_field_is_renamed(tiny_run):
+    from checkpoints import SHIPPED_WEIGHTS
+    ckpt = load_checkpoint(os.path.join(tiny_run[0], "best.pt"))
+    assert ckpt["model_args"] == {"nf": 8, "attention": True, "prefill": False}
+    ckpt["config"] = {**{k: v for k, v in ckpt["config"].items() if k != "nf"}, "renamed_field": 1}
+    g, _ = generator_from_checkpoint(ckpt)  # nf comes from model_args; the unknown field is dropped
+    assert g.enc1[0].out_channels == 8
+    shipped = load_checkpoint(SHIPPED_WEIGHTS)  # today's weights, saved before model_args existed
+    assert generator_from_checkpoint(shipped)[0].enc1[0].out_channels == shipped["config"]["nf"]
+
+
 def test_training_steps_fit_the_batch_they_see(faces_dir):
     """Repeated train_step calls on one batch drive its hole L1 well down (learning, not just any change
     of the weights); the tiny run itself is too short to show that on validation."""
