@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -295,11 +296,12 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
         dist.close()
 
 
-def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch, launched) -> dict:
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+def build_state(cfg: Config, rt, dist: Distributed, resume: "dict | None") -> TrainingState:
+    """The networks (the same initial weights on every rank), their optimizers and the moving average,
+    restored from `resume` when given."""
+    torch.manual_seed(cfg.seed)
     g, d = build_generator(cfg), build_discriminator(cfg)
-    table = parameter_table(g)
-    log(dist, "generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in table.items()))
+    log(dist, "generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in parameter_table(g).items()))
     log(dist, f"discriminator parameters: {count_parameters(d):,}")
     if dist.enabled and rt.device.type == "cuda":
         d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(d)  # batch statistics over all GPUs
@@ -314,139 +316,186 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
     if resume:
         state.load_state_dict(resume)
         log(dist, f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}")
-    start_epoch, start_step, history, best, bad_total = (state.epoch, state.step_in_epoch, state.history,
-                                                         state.best, state.bad_steps)
-    # Compiling the generator alone: compiling the whole step trips an inductor stride assertion in
-    # replication_pad2d_backward (torch 2.13, channels_last). Wrappers share g's and d's parameters.
-    g_step = torch.compile(g) if cfg.compile else g
-    d_step = d
-    finite = all_finite
-    if dist.enabled:
-        ids = [rt.device.index] if rt.device.type == "cuda" else None
-        g_step = torch.nn.parallel.DistributedDataParallel(g_step, device_ids=ids)
-        d_step = torch.nn.parallel.DistributedDataParallel(d, device_ids=ids)
-        finite = lambda loss: dist.all_true(bool(torch.isfinite(loss)), rt.device)  # noqa: E731
+    return state
 
-    def checkpoint(epoch: int, step_in_epoch: int, partial: "dict | None" = None) -> dict:
-        state.epoch, state.step_in_epoch, state.partial = epoch, step_in_epoch, partial or {}
-        state.history, state.best, state.bad_steps = history, best, bad_total
-        return state.state_dict(dist.world)
 
-    steps_per_epoch = len(train_src) // (cfg.batch_size * dist.world)
-    last_path = os.path.join(run_dir, "last.pt")
-    resume_cmd = f"python main.py --resume {shlex.quote(run_dir)}"
-    with StopFlag() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
-            g.train(), d.train()
-            order = dist.epoch_order(len(train_src), cfg.seed, epoch)
-            first = start_step if epoch == start_epoch else 0
-            sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
-            good = consecutive_bad = 0
-            if first and state.partial:  # continue the stopped epoch's averages
-                sums = {k: torch.tensor(v, device=rt.device) for k, v in state.partial["sums"].items()}
-                good = state.partial["good"]
-            bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       dynamic_ncols=True, mininterval=1.0, file=sys.stdout, disable=not dist.is_main)
-            t_epoch, seen = time.perf_counter(), 0
-            for step, batch in enumerate(train_src.batches(order[first * cfg.batch_size:], cfg.batch_size, True),
-                                         start=first):
-                # holes and augmentation of this step alone (and of this rank under DDP)
-                rng = rng_for(cfg.seed, epoch, step, dist.rank) if dist.enabled else rng_for(cfg.seed, epoch, step)
-                x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
-                m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
-                global_step = epoch * steps_per_epoch + step
-                factor = learning_rate_factor(cfg, global_step / (cfg.epochs * steps_per_epoch))
-                for opt, base in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
-                    for group in opt.param_groups:
-                        group["lr"] = base * factor
-                out = train_step(x, m, (g_step, d_step), (opt_g, opt_d), cfg, rt, finite)
-                if out is None:
-                    bad_total += 1
-                    consecutive_bad += 1
-                    if dist.is_main:
-                        tqdm.write(f"step {step} of epoch {epoch + 1}: NaN/inf loss, update skipped "
-                                   f"({consecutive_bad} in a row, {bad_total} in total)")
-                    if consecutive_bad >= cfg.max_bad_steps:
-                        bar.close()
-                        raise TrainingStopped(
-                            f"stopping: {consecutive_bad} consecutive steps had NaN/inf losses "
-                            f"(--max-bad-steps {cfg.max_bad_steps}). The last good checkpoint {last_path} is "
-                            "intact; lower --lr-g/--lr-d or try --precision fp32 before resuming.", 3)
-                else:
-                    if g_ema is not None:
-                        update_ema(g_ema, g, ema_decay(cfg, global_step))
-                    consecutive_bad = 0
-                    good += 1
-                    for k in TRAIN_KEYS:
-                        sums[k] += out[k]
-                seen += len(x)
-                bar.update(1)
-                if dist.is_main and epoch == start_epoch and step + 1 - first == min(cfg.log_every, steps_per_epoch - first):
-                    tqdm.write(first_steps_line(cfg, dist, seen / (time.perf_counter() - t_epoch), launched,
-                                                (cfg.epochs - epoch) * steps_per_epoch - step - 1))
-                if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
-                    # host syncs: this, every log_every steps; and each step the finiteness check of each loss
-                    # (one without the GAN, two with it; an all-reduce under DDP) and the stop flag's all-reduce
-                    means = {k: (v / max(good, 1)).item() for k, v in sums.items()}
-                    bar.set_postfix(G=f"{means['gan_g']:.3f}", D=f"{means['gan_d']:.3f}", L1=f"{means['l1']:.4f}",
-                                    ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
-                if dist.any_true(stop.signum is not None, rt.device):  # every rank stops after the same step
-                    bar.close()
-                    partial = {"sums": {k: v.item() for k, v in dist.mean(sums).items()}, "good": good}
-                    if dist.is_main:
-                        atomic_save(checkpoint(epoch, step + 1, partial), last_path)
-                    dist.barrier()  # torchrun ends the other workers once one exits: let rank 0 finish saving
-                    signum = stop.signum or signal.SIGTERM
-                    raise TrainingStopped(f"stopped by {signal.Signals(signum).name} after step {step + 1} "
-                                          f"of epoch {epoch + 1}; saved {last_path}. Resume with:\n  {resume_cmd}",
-                                          128 + signum)
+@dataclass
+class Run:
+    """What every epoch of one training run shares."""
+    cfg: Config
+    rt: object
+    dist: Distributed
+    run_dir: str
+    train_src: object
+    state: TrainingState
+    launched: float
+    stop: "StopFlag | None" = None
+    nets: tuple = ()  # (generator, discriminator) as stepped: compiled and/or DDP-wrapped
+    finite: object = all_finite
+    start_epoch: int = 0  # the epoch this process started (or resumed) in
+
+    def __post_init__(self):
+        # Compiling the generator alone: compiling the whole step trips an inductor stride assertion in
+        # replication_pad2d_backward (torch 2.13, channels_last). Wrappers share g's and d's parameters.
+        g = torch.compile(self.state.g) if self.cfg.compile else self.state.g
+        d = self.state.d
+        if self.dist.enabled:
+            ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+            g = torch.nn.parallel.DistributedDataParallel(g, device_ids=ids)
+            d = torch.nn.parallel.DistributedDataParallel(d, device_ids=ids)
+            self.finite = lambda loss: self.dist.all_true(bool(torch.isfinite(loss)), self.rt.device)
+        self.nets = (g, d)
+        self.steps_per_epoch = len(self.train_src) // (self.cfg.batch_size * self.dist.world)
+        self.last_path = os.path.join(self.run_dir, "last.pt")
+        self.resume_cmd = f"python main.py --resume {shlex.quote(self.run_dir)}"
+
+    def save(self, path: str, epoch: int, step_in_epoch: int, partial: "dict | None" = None):
+        self.state.epoch, self.state.step_in_epoch, self.state.partial = epoch, step_in_epoch, partial or {}
+        atomic_save(self.state.state_dict(self.dist.world), path)
+
+    def stopped(self, where: str) -> TrainingStopped:
+        signum = self.stop.signum or signal.SIGTERM
+        return TrainingStopped(f"stopped by {signal.Signals(signum).name} after {where}; saved {self.last_path}. "
+                               f"Resume with:\n  {self.resume_cmd}", 128 + signum)
+
+
+def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
+    """Holes, augmentation and learning rate of this step (pure functions of seed, epoch, step, rank), one
+    update, and the moving average; None when the step was skipped for a NaN/inf loss."""
+    cfg, rt, state = run.cfg, run.rt, run.state
+    rng = rng_for(cfg.seed, epoch, step, run.dist.rank) if run.dist.enabled else rng_for(cfg.seed, epoch, step)
+    x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
+    m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
+    global_step = epoch * run.steps_per_epoch + step
+    factor = learning_rate_factor(cfg, global_step / (cfg.epochs * run.steps_per_epoch))
+    for opt, base in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
+        for group in opt.param_groups:
+            group["lr"] = base * factor
+    out = train_step(x, m, run.nets, (state.opt_g, state.opt_d), cfg, rt, run.finite)
+    if out is not None and state.g_ema is not None:
+        update_ema(state.g_ema, state.g, ema_decay(cfg, global_step))
+    return out
+
+
+def count_bad_step(run: Run, step: int, epoch: int, consecutive: int, bar):
+    run.state.bad_steps += 1
+    if run.dist.is_main:
+        tqdm.write(f"step {step} of epoch {epoch + 1}: NaN/inf loss, update skipped "
+                   f"({consecutive} in a row, {run.state.bad_steps} in total)")
+    if consecutive >= run.cfg.max_bad_steps:
+        bar.close()
+        raise TrainingStopped(
+            f"stopping: {consecutive} consecutive steps had NaN/inf losses (--max-bad-steps "
+            f"{run.cfg.max_bad_steps}). The last good checkpoint {run.last_path} is intact; lower --lr-g/--lr-d "
+            "or try --precision fp32 before resuming.", 3)
+
+
+def train_epoch(run: Run, epoch: int, first: int) -> tuple:
+    """Steps `first`.. of one epoch; (mean training losses, images seen, seconds). A signal stops it after
+    the current step with last.pt saved (raises TrainingStopped)."""
+    cfg, rt, dist, state = run.cfg, run.rt, run.dist, run.state
+    state.g.train(), state.d.train()
+    order = dist.epoch_order(len(run.train_src), cfg.seed, epoch)
+    sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
+    good = consecutive_bad = 0
+    if first and state.partial:  # continue the stopped epoch's averages
+        sums = {k: torch.tensor(v, device=rt.device) for k, v in state.partial["sums"].items()}
+        good = state.partial["good"]
+    bar = tqdm(total=run.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               dynamic_ncols=True, mininterval=1.0, file=sys.stdout, disable=not dist.is_main)
+    t_epoch, seen = time.perf_counter(), 0
+    for step, batch in enumerate(run.train_src.batches(order[first * cfg.batch_size:], cfg.batch_size, True),
+                                 start=first):
+        out = training_step(run, epoch, step, batch)
+        if out is None:
+            consecutive_bad += 1
+            count_bad_step(run, step, epoch, consecutive_bad, bar)
+        else:
+            consecutive_bad, good = 0, good + 1
+            for k in TRAIN_KEYS:
+                sums[k] += out[k]
+        seen += len(batch)
+        bar.update(1)
+        if dist.is_main and epoch == run.start_epoch and step + 1 - first == min(cfg.log_every, run.steps_per_epoch - first):
+            tqdm.write(first_steps_line(cfg, dist, seen / (time.perf_counter() - t_epoch), run.launched,
+                                        (cfg.epochs - epoch) * run.steps_per_epoch - step - 1))
+        if (step + 1) % cfg.log_every == 0 or step + 1 == run.steps_per_epoch:
+            # host syncs: this, every log_every steps; and each step the finiteness check of each loss
+            # (one without the GAN, two with it; an all-reduce under DDP) and the stop flag's all-reduce
+            means = {k: (v / max(good, 1)).item() for k, v in sums.items()}
+            bar.set_postfix(G=f"{means['gan_g']:.3f}", D=f"{means['gan_d']:.3f}", L1=f"{means['l1']:.4f}",
+                            ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
+        if dist.any_true(run.stop.signum is not None, rt.device):  # every rank stops after the same step
             bar.close()
-            train_seconds = time.perf_counter() - t_epoch
-            train_means = {f"train_{k}": v.item() for k, v in dist.mean({k: v / max(good, 1) for k, v in sums.items()}).items()}
-            stopping = dist.any_true(stop.signum is not None, rt.device)
+            partial = {"sums": {k: v.item() for k, v in dist.mean(sums).items()}, "good": good}
+            if dist.is_main:
+                run.save(run.last_path, epoch, step + 1, partial)
+            dist.barrier()  # torchrun ends the other workers once one exits: let rank 0 finish saving
+            raise run.stopped(f"step {step + 1} of epoch {epoch + 1}")
+    bar.close()
+    means = dist.mean({k: v / max(good, 1) for k, v in sums.items()})
+    return {f"train_{k}": v.item() for k, v in means.items()}, seen, time.perf_counter() - t_epoch
+
+
+def validate(run: Run, epoch: int, val_images, val_masks, train_means: dict, seen: int, seconds: float) -> tuple:
+    """(metrics row, validation outputs) of the moving average (else the generator) on the fixed holes."""
+    state = run.state
+    val = evaluate_generator(state.g_ema if state.g_ema is not None else state.g, val_images, val_masks, run.rt,
+                             run.cfg.batch_size, discriminator=state.d, keep_outputs=True)
+    row = {"epoch": epoch + 1, **train_means, "val_gan_g": val["gan_g"], "val_gan_d": val["gan_d"],
+           **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr")},
+           "train_images_per_s": seen * run.dist.world / seconds, "seconds": seconds}
+    print(f"epoch {epoch + 1}: val hole L1 {row['val_l1']:.4f}  PSNR {row['val_psnr']:.2f} dB  "
+          f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  G {row['val_gan_g']:.3f}  "
+          f"D {row['val_gan_d']:.3f}  ({row['train_images_per_s']:.2f} img/s)", flush=True)
+    return row, val
+
+
+def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_masks):
+    """metrics.csv, the training plot, the sample grid, last.pt and (when validation improved) best.pt."""
+    cfg, state, run_dir = run.cfg, run.state, run.run_dir
+    state.history.append(row)
+    write_metrics_csv(state.history, os.path.join(run_dir, "metrics.csv"))
+    save_training_plot(state.history, os.path.join(run_dir, "training_plot.png"))
+    k = min(cfg.grid_images, len(val_images))
+    originals = to_unit_range(val_images[:k].float() / 127.5 - 1)
+    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+    save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
+               "generated": val["raw"][:k], "inpainted": val["composite"][:k]},
+              os.path.join(run_dir, "samples", f"epoch_{epoch + 1:03d}.png"))
+    improved = is_better(cfg.best_metric, row[f"val_{cfg.best_metric}"], state.best)
+    if improved:
+        state.best = row[f"val_{cfg.best_metric}"]
+    run.save(run.last_path, epoch + 1, 0)
+    if improved:
+        run.save(os.path.join(run_dir, "best.pt"), epoch + 1, 0)
+
+
+def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch, launched) -> dict:
+    run = Run(cfg, rt, dist, run_dir, train_src, build_state(cfg, rt, dist, resume), launched)
+    state = run.state
+    run.start_epoch, start_step = state.epoch, state.step_in_epoch
+    with StopFlag() as run.stop:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            train_means, seen, seconds = train_epoch(run, epoch, start_step if epoch == run.start_epoch else 0)
+            stopping = dist.any_true(run.stop.signum is not None, rt.device)
             if not dist.is_main:  # rank 0 validates, writes and saves; the others wait for it
                 dist.barrier()
                 if stopping:
-                    raise TrainingStopped("stopped with rank 0", 128 + (stop.signum or signal.SIGTERM))
+                    raise TrainingStopped("stopped with rank 0", 128 + (run.stop.signum or signal.SIGTERM))
                 continue
-            val = evaluate_generator(g_ema if g_ema is not None else g, val_images, val_masks, rt, cfg.batch_size,
-                                     discriminator=d, keep_outputs=True)
-            row = {"epoch": epoch + 1, **train_means,
-                   "val_gan_g": val["gan_g"], "val_gan_d": val["gan_d"],
-                   **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr")},
-                   "train_images_per_s": seen * dist.world / train_seconds, "seconds": train_seconds}
-            history.append(row)
-            print(f"epoch {epoch + 1}: val hole L1 {row['val_l1']:.4f}  PSNR {row['val_psnr']:.2f} dB  "
-                  f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  G {row['val_gan_g']:.3f}  "
-                  f"D {row['val_gan_d']:.3f}  ({row['train_images_per_s']:.2f} img/s)", flush=True)
-            write_metrics_csv(history, os.path.join(run_dir, "metrics.csv"))
-            save_training_plot(history, os.path.join(run_dir, "training_plot.png"))
-            k = min(cfg.grid_images, len(val_images))
-            originals = to_unit_range(val_images[:k].float() / 127.5 - 1)
-            os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-            save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
-                       "generated": val["raw"][:k], "inpainted": val["composite"][:k]},
-                      os.path.join(run_dir, "samples", f"epoch_{epoch + 1:03d}.png"))
-
-            improved = is_better(cfg.best_metric, row[f"val_{cfg.best_metric}"], best)
-            if improved:
-                best = row[f"val_{cfg.best_metric}"]
-            saved = checkpoint(epoch + 1, 0)
-            atomic_save(saved, last_path)
-            if improved:
-                atomic_save(saved, os.path.join(run_dir, "best.pt"))
+            row, val = validate(run, epoch, val_images, val_masks, train_means, seen, seconds)
+            write_epoch(run, epoch, row, val, val_images, val_masks)
             dist.barrier()
             if on_epoch is not None:
                 on_epoch(epoch + 1, row)
             if stopping:
-                signum = stop.signum or signal.SIGTERM
-                raise TrainingStopped(f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1}; "
-                                      f"saved {last_path}. Resume with:\n  {resume_cmd}", 128 + signum)
+                raise run.stopped(f"epoch {epoch + 1}")
     if dist.enabled:
-        log(dist, f"parameters identical across {dist.world} processes: {dist.parameters_identical(g)}")
-    log(dist, f"done: {run_dir} (best val {cfg.best_metric} {best if best is not None else float('nan'):.4f}); "
-              f"evaluate with: python results.py {run_dir}")
-    return {"run_dir": run_dir, **(history[-1] if history else {})}
+        log(dist, f"parameters identical across {dist.world} processes: {dist.parameters_identical(state.g)}")
+    best = state.best if state.best is not None else float("nan")
+    log(dist, f"done: {run_dir} (best val {cfg.best_metric} {best:.4f}); evaluate with: python results.py {run_dir}")
+    return {"run_dir": run_dir, **(state.history[-1] if state.history else {})}
 
 
 def config_for_resume(run_dir: str, args) -> tuple:
