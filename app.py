@@ -16,7 +16,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import numpy as np  # noqa: E402
 
-from checkpoints import SHIPPED_WEIGHTS, CheckpointError  # noqa: E402
+from checkpoints import SHIPPED_WEIGHTS  # noqa: E402
+from config import UserError  # noqa: E402
 from inpaint import DEFAULT_MAX_PIXELS, InpaintError, Inpainter, box_mask, check_mask  # noqa: E402
 
 BRUSH_SIZES = (2, 60, 12)  # px: min, max, default; thin enough to paint over one eye without the other
@@ -108,7 +109,7 @@ def make_handler(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS):
             photo, mask = editor_inputs(value, box, max_pixels)
             label = label or next(iter(models.choices))
             result = models(label)(photo, mask)
-        except (InpaintError, CheckpointError) as e:
+        except UserError as e:
             gr.Warning(str(e))
             return gr.skip(), gr.skip(), f"**Not inpainted:** {e}"
         return (photo, result), result, (f"Inpainted {int(mask.sum())} pixels of a {photo.shape[1]}x{photo.shape[0]} "
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
         models = Models(model_choices(args.checkpoint, args.runs), args.device)
         first = next(iter(models.choices))
         models(first)  # load the first model now: a broken checkpoint fails here, not on the first click
-    except (InpaintError, CheckpointError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"model: {models.choices[first]} (+{len(models.choices) - 1} more to choose from on the page)", flush=True)

@@ -6,11 +6,11 @@ from dataclasses import fields
 
 import torch
 
-from config import Config
+from config import Config, UserError
 from models import Discriminator, Generator
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be written or trusted; the message names the file."""
 
 

@@ -160,7 +160,12 @@ class Config:
         return cls(**values)
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Base of every error the user must fix (a flag, a file, a folder): each CLI ends on these with its
+    message and exit code 2, never a traceback."""
+
+
+class ConfigError(UserError, ValueError):
     """A config value or flag the user must fix; the message names it."""
 
 

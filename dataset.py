@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from config import DATA_ENV
+from config import DATA_ENV, UserError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 CELEBA_PARTITION = "list_eval_partition.txt"
 CELEBA_IMAGES = "img_align_celeba"
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A problem with the image folder the user must fix; the message says where and how."""
 
 

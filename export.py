@@ -14,7 +14,8 @@ import warnings
 
 import torch
 
-from checkpoints import CheckpointError, default_checkpoint, generator_from_checkpoint, load_checkpoint
+from checkpoints import default_checkpoint, generator_from_checkpoint, load_checkpoint
+from config import UserError
 
 MAX_SIDE_OVER_8 = 1024  # the exported graph accepts up to 8192 px per side
 
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
         g, cfg = generator_from_checkpoint(load_checkpoint(ckpt_path))
         out = args.output or os.path.splitext(ckpt_path)[0] + ".onnx"
         export_onnx(g, out, cfg.image_size)
-    except CheckpointError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({os.path.getsize(out) / 2 ** 20:.1f} MB) from {ckpt_path}")

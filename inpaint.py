@@ -22,8 +22,8 @@ import torch
 from PIL import Image, ImageOps, JpegImagePlugin
 from scipy import ndimage
 
-from checkpoints import CheckpointError, default_checkpoint, generator_from_checkpoint, load_checkpoint
-from config import ConfigError, choose_runtime
+from checkpoints import default_checkpoint, generator_from_checkpoint, load_checkpoint
+from config import UserError, choose_runtime
 from dataset import IMAGE_EXTS, IMAGE_ERRORS, to_rgb
 
 DEFAULT_MAX_PIXELS = 40_000_000  # refuse larger photos instead of exhausting memory
@@ -32,7 +32,7 @@ MASK_SUFFIX = "_mask.png"
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # written back as grey
 
 
-class InpaintError(RuntimeError):
+class InpaintError(UserError, RuntimeError):
     """Bad input the user must fix; the message names the file or flag."""
 
 
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         return inpaint_folder(args) if os.path.isdir(args.photo) else inpaint_one(args)
-    except (InpaintError, CheckpointError, ConfigError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from checkpoints import (CheckpointError, TrainingState, atomic_save, build_discriminator, build_generator,
+from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
                          load_checkpoint)
-from config import Config, ConfigError, build_parser, choose_runtime, format_config, resolve_config
+from config import Config, ConfigError, UserError, build_parser, choose_runtime, format_config, resolve_config
 from dataset import DataError, augment, open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
 from distributed import Distributed
 from evaluation import evaluate_generator
@@ -533,7 +533,7 @@ def main(argv=None) -> int:
             train(cfg, run_dir=args.resume, resume=ckpt)
         else:
             train(resolve_config(args))
-    except (ConfigError, DataError, CheckpointError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingStopped as e:

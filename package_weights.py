@@ -19,10 +19,9 @@ import tempfile
 
 import torch
 
-from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, atomic_save, load_checkpoint, shipped_state,
+from checkpoints import (SHIPPED_WEIGHTS, atomic_save, load_checkpoint, shipped_state,
                          run_checkpoint)
-from config import ConfigError
-from dataset import DataError
+from config import ConfigError, UserError
 from results import run_results
 
 WEIGHTS_DIR = os.path.dirname(SHIPPED_WEIGHTS)
@@ -125,7 +124,7 @@ def main(argv=None) -> int:
         if not os.path.isdir(args.run_dir):
             raise ConfigError(f"run folder {args.run_dir!r} does not exist")
         return package(args.run_dir, args.checkpoint, args.data_dir, args.force)
-    except (ConfigError, DataError, CheckpointError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

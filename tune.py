@@ -22,7 +22,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from config import Config, ConfigError, build_parser, resolve_config
+from config import Config, UserError, build_parser, resolve_config
 from main import TrainingStopped, train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         base = resolve_config(args)
-    except ConfigError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.trials < 1 or args.processes < 1:
