@@ -75,7 +75,7 @@ def readme(cfg: dict, payload: dict, results: dict, digest: str, size: int, run_
     if strokes:
         lines += ["", "## Test split, free-form strokes (every image once per hole-area bucket, pooled)", "",
                   table_rows(strokes)]
-    lines += ["", "Reproduce: `python results.py --data-dir ../shared/data_celeb --masks square,strokes`", ""]
+    lines += ["", "Reproduce: `python results.py weights --data-dir ../shared/data_celeb --masks square,strokes`", ""]
     return "\n".join(lines)
 
 
