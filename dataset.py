@@ -36,13 +36,13 @@ def resolve_data_dir(flag: str = "", saved: str = "", needs: tuple = ()) -> tupl
     for path, source in candidates:
         if not path:
             continue
+        if not os.path.isdir(path):
+            tried.append(f"{source} = {path!r} (not a folder)")
+            continue
         missing = [n for n in needs if not os.path.isfile(os.path.join(image_root(path), n))]
-        if os.path.isdir(path) and not missing:
+        if not missing:
             return path, source
-        why = "not a folder" if not os.path.isdir(path) else f"lacks {len(missing)} of the run's {len(needs)} images"
-        tried.append(f"{source} = {path!r} ({why})")
-        if flag:  # the user's explicit choice: report it rather than fall back
-            break
+        tried.append(f"{source} = {path!r} (lacks {len(missing)} of the run's {len(needs)} images)")
     if not tried:
         raise DataError(f"no image folder given: pass --data-dir DIR or set ${DATA_ENV} "
                         "(e.g. the aligned CelebA folder img_align_celeba/ or its parent)")

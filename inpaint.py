@@ -87,13 +87,12 @@ def read_photo(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     im, jpeg = read_image(path, max_pixels)
     rgb = np.asarray(to_rgb(im), dtype=np.uint8)
     has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-    rgba = np.asarray(im.convert("RGBA")) if has_alpha and im.mode not in GREY_MODES else None
+    rgba = np.asarray(im.convert("RGBA")) if has_alpha else None
     if im.mode in GREY_MODES:
         raw = np.asarray(to_rgb(im.convert("L") if im.mode == "LA" else im).convert("L"))
     else:
         raw = rgba[..., :3] if rgba is not None else rgb
-    alpha = np.asarray(im.convert("RGBA"))[..., 3].copy() if has_alpha else None
-    return Photo(rgb, raw, alpha, jpeg)
+    return Photo(rgb, raw, None if rgba is None else rgba[..., 3].copy(), jpeg)
 
 
 def read_mask(path: str, shape: tuple, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -332,9 +332,9 @@ class Run:
     stop: "StopFlag | None" = None
     nets: tuple = ()  # (generator, discriminator) as stepped: compiled and/or DDP-wrapped
     finite: object = all_finite
-    start_epoch: int = 0  # the epoch this process started (or resumed) in
 
     def __post_init__(self):
+        self.start_epoch = self.state.epoch  # the epoch this process started (or resumed) in
         # Compiling the generator alone: compiling the whole step trips an inductor stride assertion in
         # replication_pad2d_backward (torch 2.13, channels_last). Wrappers share g's and d's parameters.
         g = torch.compile(self.state.g) if self.cfg.compile else self.state.g
@@ -474,7 +474,7 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
 def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch, launched) -> dict:
     run = Run(cfg, rt, dist, run_dir, train_src, build_state(cfg, rt, dist, resume), launched)
     state = run.state
-    run.start_epoch, start_step = state.epoch, state.step_in_epoch
+    start_step = state.step_in_epoch
     with StopFlag() as run.stop:
         for epoch in range(run.start_epoch, cfg.epochs):
             train_means, seen, seconds = train_epoch(run, epoch, start_step if epoch == run.start_epoch else 0)
