@@ -27,10 +27,14 @@ def mean_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def on_uint8(fill, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Run fill(uint8 image, uint8 0/255 mask) -> uint8, for the libraries that work on 8-bit images."""
+    u8 = np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
+    return fill(u8, mask.astype(np.uint8) * 255).astype(np.float32) / 255
+
+
 def _opencv(image: np.ndarray, mask: np.ndarray, flag: int) -> np.ndarray:
-    u8 = np.round(image * 255).astype(np.uint8)
-    out = cv2.inpaint(u8, mask.astype(np.uint8) * 255, OPENCV_RADIUS, flag)
-    return out.astype(np.float32) / 255
+    return on_uint8(lambda u8, m: cv2.inpaint(u8, m, OPENCV_RADIUS, flag), image, mask)
 
 
 def telea(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -54,9 +58,7 @@ def patch_match(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if patchmatch is None or not patchmatch.patchmatch_available:
         raise RuntimeError("PatchMatch needs the pypatchmatch package: pip install -r requirements.txt")
     patchmatch.set_random_seed(PATCHMATCH_SEED)
-    u8 = np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
-    out = patchmatch.inpaint(u8, mask.astype(np.uint8) * 255, patch_size=PATCHMATCH_PATCH)
-    return out.astype(np.float32) / 255
+    return on_uint8(lambda u8, m: patchmatch.inpaint(u8, m, patch_size=PATCHMATCH_PATCH), image, mask)
 
 
 BASELINES = {"mean fill": mean_fill, "Telea": telea, "Navier-Stokes": navier_stokes, "biharmonic": biharmonic,

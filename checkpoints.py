@@ -92,9 +92,10 @@ def generator_from_checkpoint(ckpt: dict) -> tuple:
 
 
 class TrainingState:
-    """Everything a run needs to continue: both networks and their optimizers, the moving average, the
-    step counters and the metric history. state_dict() / load_state_dict() are the one definition of
-    the training checkpoint format (last.pt, best.pt)."""
+    """Everything a run needs to continue: the generator, the discriminator (None without the adversarial
+    loss), their optimizers, the moving average, the step counters and the metric history.
+    state_dict() / load_state_dict() are the one definition of the training checkpoint format (last.pt,
+    best.pt)."""
 
     def __init__(self, cfg: Config, g, d, opt_g, opt_d, g_ema=None, scaler=None):
         self.cfg, self.g, self.d, self.opt_g, self.opt_d, self.g_ema, self.scaler = cfg, g, d, opt_g, opt_d, g_ema, scaler
@@ -105,8 +106,8 @@ class TrainingState:
         """`partial` carries a stopped epoch's running loss sums, so a mid-epoch resume logs the same means."""
         return {"config": self.cfg.to_dict(), "model_args": model_args(self.cfg), "generator": self.g.state_dict(),
                 **({"generator_ema": self.g_ema.state_dict()} if self.g_ema is not None else {}),
-                "discriminator": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
+                **({"discriminator": self.d.state_dict(), "opt_d": self.opt_d.state_dict()} if self.d is not None else {}),
+                "opt_g": self.opt_g.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "history": self.history,
                 "best": self.best, "bad_steps": self.bad_steps, "partial_epoch": self.partial,
                 "world_size": world_size, "torch_version": str(torch.__version__)}
@@ -115,9 +116,10 @@ class TrainingState:
         self.g.load_state_dict(ckpt["generator"])
         if self.g_ema is not None:
             self.g_ema.load_state_dict(ckpt["generator_ema"])
-        self.d.load_state_dict(ckpt["discriminator"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
-        self.opt_d.load_state_dict(ckpt["opt_d"])
+        if self.d is not None:  # a checkpoint from before the discriminator was optional may hold an unused one
+            self.d.load_state_dict(ckpt["discriminator"])
+            self.opt_d.load_state_dict(ckpt["opt_d"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from config import DATA_ENV, UserError
+from models import from_unit_range, to_unit_range
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 CELEBA_PARTITION = "list_eval_partition.txt"
@@ -287,17 +288,6 @@ class ImageSource:
         return self.files.names
 
 
-def to_model_range(batch: torch.Tensor, device, memory_format=torch.contiguous_format) -> torch.Tensor:
-    """uint8 B, 3, H, W -> float32 in [-1, 1] on device."""
-    x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
-    return x.contiguous(memory_format=memory_format)
-
-
-def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1]."""
-    return (x.float() + 1) / 2
-
-
 def augment(x: torch.Tensor, rng: np.random.Generator, hflip: bool, color_jitter: float) -> torch.Tensor:
     """Random horizontal flips and brightness/contrast jitter on a [-1, 1] batch (B, 3, H, W)."""
     b = x.shape[0]
@@ -307,9 +297,9 @@ def augment(x: torch.Tensor, rng: np.random.Generator, hflip: bool, color_jitter
     if color_jitter > 0:
         gain = torch.from_numpy(rng.uniform(1 - color_jitter, 1 + color_jitter, (2, b)).astype(np.float32)).to(x.device)
         bright, contrast = gain[0].view(b, 1, 1, 1), gain[1].view(b, 1, 1, 1)
-        u = (x + 1) / 2 * bright
+        u = to_unit_range(x) * bright
         mean = u.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((u - mean) * contrast + mean).clamp(0, 1) * 2 - 1
+        x = from_unit_range(((u - mean) * contrast + mean).clamp(0, 1))
     return x
 
 

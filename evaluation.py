@@ -7,9 +7,9 @@ import time
 import numpy as np
 import torch
 
-from dataset import to_model_range, to_unit_range
 from losses import discriminator_loss, generator_adversarial_loss
 from metrics import quality_metrics
+from models import composite, from_unit_range, inpaint, to_model_range, to_unit_range
 
 CHUNK = 20  # images per classical-inpainting job (one worker process fills a chunk, then it is measured)
 
@@ -27,10 +27,10 @@ class Judge:
             self.lpips, self.features = LPIPS(lpips_net).to(self.device), VGGFeatures().to(self.device)
 
     @torch.no_grad()
-    def __call__(self, composite: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> dict:
-        out = quality_metrics(composite, target, masks)
+    def __call__(self, filled: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> dict:
+        out = quality_metrics(filled, target, masks)
         if self.lpips is not None:
-            c, t = composite.float().to(self.device) * 2 - 1, target.float().to(self.device) * 2 - 1
+            c, t = (from_unit_range(v.float().to(self.device)) for v in (filled, target))
             out["lpips"] = self.lpips(c, t)
             out["features"] = self.features(c)  # B, 512
         return {k: v.cpu() for k, v in out.items()}
@@ -38,7 +38,7 @@ class Judge:
     @torch.no_grad()
     def real_features(self, images_u8: torch.Tensor, batch_size: int = CHUNK) -> torch.Tensor:
         """N, 512: the descriptors of the original images, the reference side of KID."""
-        return torch.cat([self.features(images_u8[i:i + batch_size].to(self.device).float() / 127.5 - 1).cpu()
+        return torch.cat([self.features(to_model_range(images_u8[i:i + batch_size], self.device)).cpu()
                           for i in range(0, len(images_u8), batch_size)])
 
 
@@ -46,8 +46,7 @@ class Judge:
 def generator_inpaint(generator, images: torch.Tensor, masks: torch.Tensor, rt) -> tuple:
     """(raw generator output, composite) for [-1, 1] images on rt.device; both float32."""
     with rt.autocast():
-        raw = generator(images, masks).float()
-    return raw, masks * raw + (1 - masks) * images
+        return inpaint(generator, images, masks)
 
 
 @torch.no_grad()
@@ -103,7 +102,7 @@ def fill_chunk(inpaint, images: np.ndarray, masks: np.ndarray) -> tuple:
     (N, H, W, 3 float32 outputs, seconds spent inpainting). Runs in a worker process."""
     outs, seconds = [], 0.0
     for img, m in zip(images, masks):
-        hwc = img.astype(np.float32) / 255
+        hwc = to_unit_range(torch.from_numpy(img)).numpy()
         start = time.perf_counter()
         outs.append(inpaint(hwc, m))
         seconds += time.perf_counter() - start
@@ -123,12 +122,12 @@ def evaluate_baseline(inpaint, images_u8: torch.Tensor, masks: torch.Tensor, jud
     per_image, kept, seconds = [], [], 0.0
     keep = len(images_u8) if keep is None else keep
     for i, (outs, secs) in zip(starts, fills):
-        target, m = images_u8[i:i + CHUNK].float() / 255, masks[i:i + CHUNK]
-        composite = m * torch.from_numpy(outs).permute(0, 3, 1, 2) + (1 - m) * target  # keep known pixels exact
-        per_image.append(measure(composite, target, m))
+        target, m = to_unit_range(images_u8[i:i + CHUNK]), masks[i:i + CHUNK]
+        filled = composite(torch.from_numpy(outs).permute(0, 3, 1, 2), target, m)  # known pixels kept exactly
+        per_image.append(measure(filled, target, m))
         seconds += secs
         if i < keep:
-            kept.append(composite[:keep - i])
+            kept.append(filled[:keep - i])
         if progress is not None:
             progress.update(len(m))
     result = {k: torch.cat([p[k] for p in per_image]) for k in per_image[0]}

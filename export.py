@@ -4,7 +4,8 @@
     python export.py --checkpoint out/RUN/best.pt -o model.onnx
 
 Inputs: image (B, 3, H, W) in [-1, 1] with H, W multiples of 8, and mask (B, 1, H, W), 1 = hole.
-Output: the generator's raw output (B, 3, H, W) in [-1, 1]; composite it as mask * out + (1 - mask) * image.
+Output: the inpainted image (B, 3, H, W) in [-1, 1]: models.inpaint() exported whole, so hole pixels come from
+the generator and every known pixel is the input's.
 Run it with onnxruntime, e.g. python inpaint.py PHOTO --box x,y,w,h -o OUT.png --engine onnx.
 """
 import argparse
@@ -16,13 +17,14 @@ import torch
 
 from checkpoints import default_checkpoint, generator_from_checkpoint, load_checkpoint
 from config import UserError
+from models import Inpaint
 
 MAX_SIDE_OVER_8 = 1024  # the exported graph accepts up to 8192 px per side
 
 
 def export_onnx(generator: torch.nn.Module, path: str, size: int = 200) -> str:
-    """Write `generator` (fp32, eval) to `path` as one self-contained ONNX file."""
-    g = generator.float().eval().to("cpu")
+    """Write inpaint() with `generator` (fp32, eval) to `path` as one self-contained ONNX file."""
+    g = Inpaint(generator.float().eval().to("cpu"))
     x = torch.rand(2, 3, size, size) * 2 - 1
     m = torch.zeros(2, 1, size, size)
     m[..., size // 4: size // 2, size // 4: size // 2] = 1

@@ -25,6 +25,7 @@ from scipy import ndimage
 from checkpoints import default_checkpoint, generator_from_checkpoint, load_checkpoint
 from config import UserError, choose_runtime
 from dataset import IMAGE_EXTS, IMAGE_ERRORS, to_rgb
+from models import inpaint, to_model_range, to_uint8
 
 DEFAULT_MAX_PIXELS = 40_000_000  # refuse larger photos instead of exhausting memory
 CONTEXT = 4  # window side >= CONTEXT x the hole's extent: the hole keeps the share of context it had in training
@@ -169,16 +170,16 @@ class Inpainter:
             raise InpaintError(f"--engine {engine!r}: choose torch or onnx")
 
     def run_model(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """size x size: uint8 image (H, W, 3) and bool mask -> generator output in [0, 1] (H, W, 3)."""
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1  # 1, 3, S, S
-        m = torch.from_numpy(mask)[None, None].float()                           # 1, 1, S, S
-        if self.engine == "onnx":
+        """size x size: uint8 image (H, W, 3) and bool mask -> the inpainted uint8 image (H, W, 3)."""
+        x = to_model_range(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None])  # 1, 3, S, S
+        m = torch.from_numpy(mask)[None, None].float()                                # 1, 1, S, S
+        if self.engine == "onnx":  # the exported graph is inpaint(): it returns the composite
             out = torch.from_numpy(self.session.run(None, {"image": x.numpy(), "mask": m.numpy()})[0])
         else:
             with torch.no_grad(), self.rt.autocast():
-                out = self.model(x.to(self.rt.device).contiguous(memory_format=self.rt.memory_format()),
-                                 m.to(self.rt.device)).float().cpu()
-        return ((out[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
+                _, out = inpaint(self.model, x.to(self.rt.device).contiguous(memory_format=self.rt.memory_format()),
+                                 m.to(self.rt.device))
+        return to_uint8(out[0].cpu()).permute(1, 2, 0).numpy()
 
     def __call__(self, photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Inpaint every hole of `mask` (H, W bool) in `photo` (H, W, 3 uint8); other pixels unchanged."""
@@ -195,7 +196,7 @@ class Inpainter:
             small_mask = np.asarray(Image.fromarray(todo[win].astype(np.uint8) * 255)
                                     .resize((self.size, self.size), Image.BILINEAR)) > 0
             generated = self.run_model(np.asarray(crop), small_mask)
-            back = np.asarray(Image.fromarray((generated * 255 + 0.5).astype(np.uint8)).resize((w, h), Image.BICUBIC))
+            back = np.asarray(Image.fromarray(generated).resize((w, h), Image.BICUBIC))
             paste = todo[win]  # every hole pixel inside this window is now filled
             out[win][paste] = back[paste]
             todo[win] = False

@@ -1,9 +1,11 @@
 """Training losses as small pure functions. Reconstruction losses take a weight map
-(B, 1, H, W) that says where they look: hole + context ring, or the whole image."""
+(B, 1, H, W) that says where they look: hole + context ring, or the whole image; each is one mean over
+the whole batch (metrics.masked_mean with dim=None), the scalar the optimizer minimises."""
 import torch
 import torch.nn.functional as F
 
-from metrics import SSIM_RADIUS, sobel_magnitude, ssim_map
+from metrics import SSIM_RADIUS, hole_bounds, masked_mean, sobel_magnitude, ssim_map
+from models import to_unit_range
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -17,23 +19,18 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
                   + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
 
 
-def weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean of values (B, C, H, W) over the pixels weight (B, 1, H, W) selects, over the batch."""
-    return (values * weight).sum() / (weight.sum() * values.shape[1]).clamp_min(1)
-
-
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return weighted_mean((pred - target).abs(), weight)
+    return masked_mean((pred - target).abs(), weight, dim=None)
 
 
 def l2_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Mean squared error: the quantity PSNR is a log of, so the one to minimise for PSNR."""
-    return weighted_mean((pred - target).square(), weight)
+    return masked_mean((pred - target).square(), weight, dim=None)
 
 
 def edge_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """L1 between Sobel gradient magnitudes: penalises blurred or misplaced edges."""
-    return weighted_mean((sobel_magnitude(pred) - sobel_magnitude(target)).abs(), weight)
+    return masked_mean((sobel_magnitude(pred) - sobel_magnitude(target)).abs(), weight, dim=None)
 
 
 def region_crops(weight: torch.Tensor, margin: int, *images: torch.Tensor) -> tuple:
@@ -44,13 +41,8 @@ def region_crops(weight: torch.Tensor, margin: int, *images: torch.Tensor) -> tu
     same margin of real (or, at the image border, the same mirrored) neighbours as in the full image.
     """
     b, _, h, w = weight.shape
-    present = weight > 0
-    rows, cols = present.amax(dim=(1, 3)), present.amax(dim=(1, 2))            # B, H and B, W
-    ih, iw = torch.arange(h, device=weight.device), torch.arange(w, device=weight.device)
-    top = torch.where(rows, ih, h).amin(1)
-    left = torch.where(cols, iw, w).amin(1)
-    extent = torch.stack([(torch.where(rows, ih, -1).amax(1) - top).amax(),
-                          (torch.where(cols, iw, -1).amax(1) - left).amax()]).tolist()  # one host sync
+    top, bottom, left, right = hole_bounds(weight)
+    extent = torch.stack([(bottom - top).amax(), (right - left).amax()]).tolist()  # one host sync
     ch, cw = min(extent[0] + 1 + 2 * margin, h), min(extent[1] + 1 + 2 * margin, w)
     if ch * cw * 2 > h * w:
         return (weight, *images)
@@ -70,7 +62,8 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
     """
     if pred.device.type == "cpu":
         weight, pred, target = region_crops(weight, SSIM_RADIUS["gaussian"], pred, target)
-    return 1 - weighted_mean(ssim_map((pred + 1) / 2, (target + 1) / 2, window="gaussian"), weight)
+    ssim = ssim_map(to_unit_range(pred), to_unit_range(target), window="gaussian")
+    return 1 - masked_mean(ssim, weight, dim=None)
 
 
 # The generator's reconstruction terms: logged name -> (the Config field holding its weight, function).

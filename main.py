@@ -24,18 +24,22 @@ from tqdm import tqdm
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
                          load_checkpoint)
 from config import Config, ConfigError, UserError, build_parser, choose_runtime, format_config, resolve_config
-from dataset import DataError, augment, open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
+from dataset import DataError, augment, open_splits, resolve_data_dir, split_files
 from distributed import Distributed
 from evaluation import evaluate_generator
 from losses import RECONSTRUCTION, discriminator_loss, generator_adversarial_loss, reconstruction_losses
 from masks import dilate, fixed_masks, rng_for, training_masks
-from models import parameter_table, count_parameters
+from models import count_parameters, inpaint, parameter_table, to_model_range, to_unit_range
 from plots import masked_view, save_grid, save_training_plot
 
 # Flags that may change when resuming: they affect speed or length, not what one step computes.
 RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "threads", "workers", "cache_mb", "log_every",
                        "data_dir", "compile", "channels_last"}
-TRAIN_KEYS = ("gan_g", "gan_d", *RECONSTRUCTION)  # the running means logged per epoch
+
+
+def train_keys(cfg: Config) -> tuple:
+    """The running means logged per epoch: the GAN's two losses (when it is on) and every RECONSTRUCTION term."""
+    return (("gan_g", "gan_d") if cfg.w_adv > 0 else ()) + tuple(RECONSTRUCTION)
 
 
 class TrainingStopped(RuntimeError):
@@ -93,10 +97,10 @@ def discriminator_step(d, opt_d, real, composite, rt, finite=all_finite) -> "tor
 
 
 def generator_step(d, opt_g, raw, composite, batch, region, cfg: Config, rt, finite=all_finite) -> "dict | None":
-    """One generator update on the weighted RECONSTRUCTION terms plus w_adv x the adversarial term.
-    Returns the detached logged values, or None when the loss was NaN/inf (then nothing changed)."""
+    """One generator update on the weighted RECONSTRUCTION terms plus w_adv x the adversarial term (d is
+    None without it). Returns the detached logged values, or None when the loss was NaN/inf (then
+    nothing changed)."""
     loss_g, values = reconstruction_losses(raw, batch, region, cfg)
-    gan_g = torch.zeros((), device=batch.device)
     if cfg.w_adv > 0:
         # The discriminator is frozen for this step (its weights get no gradient from the generator's
         # loss); the plain module, not its DDP wrapper, since DDP expects every forward to backward.
@@ -106,31 +110,31 @@ def generator_step(d, opt_g, raw, composite, batch, region, cfg: Config, rt, fin
             gan_g = generator_adversarial_loss(plain_d(composite).float())
         plain_d.requires_grad_(True)
         loss_g = loss_g + cfg.w_adv * gan_g
+        values = {"gan_g": gan_g, **values}
     if not finite(loss_g):
         return None
     opt_g.zero_grad(set_to_none=True)
     backward_and_step(loss_g, opt_g, rt)
-    return {"gan_g": gan_g.detach(), **{k: v.detach() for k, v in values.items()}}
+    return {k: v.detach() for k, v in values.items()}
 
 
 def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "dict | None":
-    """The generator's output computed once; one discriminator update (with the GAN on) then one generator
-    update. Returns detached losses on the device, or None when a loss was NaN/inf. Under DDP, `finite`
-    asks every rank, so all of them skip together; nets may be DDP-wrapped."""
+    """The generator's output computed once; one discriminator update (with the GAN on; d and opt_d are
+    None without it) then one generator update. Returns detached losses on the device (train_keys), or None
+    when a loss was NaN/inf. Under DDP, `finite` asks every rank, so all of them skip together; nets may
+    be DDP-wrapped."""
     g, d = nets
     opt_g, opt_d = opts
     region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
     with rt.autocast():
-        raw = g(batch, mask)
-    raw = raw.float()  # losses in fp32
-    composite = mask * raw + (1 - mask) * batch
-    loss_d = torch.zeros((), device=batch.device)
+        raw, composite = inpaint(g, batch, mask)  # float32: losses in fp32
+    gan = {}
     if cfg.w_adv > 0:
-        loss_d = discriminator_step(d, opt_d, batch, composite, rt, finite)
-        if loss_d is None:
+        gan["gan_d"] = discriminator_step(d, opt_d, batch, composite, rt, finite)
+        if gan["gan_d"] is None:
             return None
     out = generator_step(d, opt_g, raw, composite, batch, region, cfg, rt, finite)
-    return None if out is None else {**out, "gan_d": loss_d}
+    return None if out is None else {**out, **gan}
 
 
 def learning_rate_factor(cfg: Config, progress: float) -> float:
@@ -300,18 +304,20 @@ def build_state(cfg: Config, rt, dist: Distributed, resume: "dict | None") -> Tr
     """The networks (the same initial weights on every rank), their optimizers and the moving average,
     restored from `resume` when given."""
     torch.manual_seed(cfg.seed)
-    g, d = build_generator(cfg), build_discriminator(cfg)
+    g = build_generator(cfg).to(rt.device, memory_format=rt.memory_format())
     log(dist, "generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in parameter_table(g).items()))
-    log(dist, f"discriminator parameters: {count_parameters(d):,}")
-    if dist.enabled and rt.device.type == "cuda":
-        d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(d)  # batch statistics over all GPUs
-    g = g.to(rt.device, memory_format=rt.memory_format())
-    d = d.to(rt.device, memory_format=rt.memory_format())
+    d = opt_d = None  # the discriminator exists only when the adversarial loss is on
+    if cfg.w_adv > 0:
+        d = build_discriminator(cfg)
+        log(dist, f"discriminator parameters: {count_parameters(d):,}")
+        if dist.enabled and rt.device.type == "cuda":
+            d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(d)  # batch statistics over all GPUs
+        d = d.to(rt.device, memory_format=rt.memory_format())
+        opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     # The moving average starts as a copy of the initial weights; validation, best.pt selection and
     # inference use it (checkpoint key generator_ema) while training continues on g.
     g_ema = copy.deepcopy(g).requires_grad_(False) if cfg.ema > 0 else None
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     state = TrainingState(cfg, g, d, opt_g, opt_d, g_ema, rt.scaler)
     if resume:
         state.load_state_dict(resume)
@@ -342,9 +348,10 @@ class Run:
         if self.dist.enabled:
             ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
             g = torch.nn.parallel.DistributedDataParallel(g, device_ids=ids)
-            d = torch.nn.parallel.DistributedDataParallel(d, device_ids=ids)
+            d = d and torch.nn.parallel.DistributedDataParallel(d, device_ids=ids)
             self.finite = lambda loss: self.dist.all_true(bool(torch.isfinite(loss)), self.rt.device)
         self.nets = (g, d)
+        self.keys = train_keys(self.cfg)
         self.steps_per_epoch = len(self.train_src) // (self.cfg.batch_size * self.dist.world)
         self.last_path = os.path.join(self.run_dir, "last.pt")
         self.resume_cmd = f"python main.py --resume {shlex.quote(self.run_dir)}"
@@ -369,7 +376,7 @@ def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
     global_step = epoch * run.steps_per_epoch + step
     factor = learning_rate_factor(cfg, global_step / (cfg.epochs * run.steps_per_epoch))
     for opt, base in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
-        for group in opt.param_groups:
+        for group in opt.param_groups if opt is not None else ():
             group["lr"] = base * factor
     out = train_step(x, m, run.nets, (state.opt_g, state.opt_d), cfg, rt, run.finite)
     if out is not None and state.g_ema is not None:
@@ -394,12 +401,14 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
     """Steps `first`.. of one epoch; (mean training losses, images seen, seconds). A signal stops it after
     the current step with last.pt saved (raises TrainingStopped)."""
     cfg, rt, dist, state = run.cfg, run.rt, run.dist, run.state
-    state.g.train(), state.d.train()
+    for net in run.nets:
+        if net is not None:
+            net.train()
     order = dist.epoch_order(len(run.train_src), cfg.seed, epoch)
-    sums = {k: torch.zeros((), device=rt.device) for k in TRAIN_KEYS}
+    sums = {k: torch.zeros((), device=rt.device) for k in run.keys}
     good = consecutive_bad = 0
     if first and state.partial:  # continue the stopped epoch's averages
-        sums = {k: torch.tensor(v, device=rt.device) for k, v in state.partial["sums"].items()}
+        sums = {k: torch.tensor(state.partial["sums"][k], device=rt.device) for k in run.keys}
         good = state.partial["good"]
     bar = tqdm(total=run.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                dynamic_ncols=True, mininterval=1.0, file=sys.stdout, disable=not dist.is_main)
@@ -412,7 +421,7 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
             count_bad_step(run, step, epoch, consecutive_bad, bar)
         else:
             consecutive_bad, good = 0, good + 1
-            for k in TRAIN_KEYS:
+            for k in run.keys:
                 sums[k] += out[k]
         seen += len(batch)
         bar.update(1)
@@ -423,8 +432,8 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
             # host syncs: this, every log_every steps; and each step the finiteness check of each loss
             # (one without the GAN, two with it; an all-reduce under DDP) and the stop flag's all-reduce
             means = {k: (v / max(good, 1)).item() for k, v in sums.items()}
-            bar.set_postfix(G=f"{means['gan_g']:.3f}", D=f"{means['gan_d']:.3f}", L1=f"{means['l1']:.4f}",
-                            ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
+            gan = {"G": f"{means['gan_g']:.3f}", "D": f"{means['gan_d']:.3f}"} if "gan_g" in means else {}
+            bar.set_postfix(**gan, L1=f"{means['l1']:.4f}", ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
         if dist.any_true(run.stop.signum is not None, rt.device):  # every rank stops after the same step
             bar.close()
             partial = {"sums": {k: v.item() for k, v in dist.mean(sums).items()}, "good": good}
@@ -442,12 +451,14 @@ def validate(run: Run, epoch: int, val_images, val_masks, train_means: dict, see
     state = run.state
     val = evaluate_generator(state.g_ema if state.g_ema is not None else state.g, val_images, val_masks, run.rt,
                              run.cfg.batch_size, discriminator=state.d, keep_outputs=True)
-    row = {"epoch": epoch + 1, **train_means, "val_gan_g": val["gan_g"], "val_gan_d": val["gan_d"],
+    gan = {f"val_{k}": val[k] for k in ("gan_g", "gan_d") if k in val}  # with the discriminator only
+    row = {"epoch": epoch + 1, **train_means, **gan,
            **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr")},
            "train_images_per_s": seen * run.dist.world / seconds, "seconds": seconds}
+    gan_text = f"G {row['val_gan_g']:.3f}  D {row['val_gan_d']:.3f}  " if gan else ""
     print(f"epoch {epoch + 1}: val hole L1 {row['val_l1']:.4f}  PSNR {row['val_psnr']:.2f} dB  "
-          f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  G {row['val_gan_g']:.3f}  "
-          f"D {row['val_gan_d']:.3f}  ({row['train_images_per_s']:.2f} img/s)", flush=True)
+          f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  {gan_text}"
+          f"({row['train_images_per_s']:.2f} img/s)", flush=True)
     return row, val
 
 
@@ -458,7 +469,7 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
     write_metrics_csv(state.history, os.path.join(run_dir, "metrics.csv"))
     save_training_plot(state.history, os.path.join(run_dir, "training_plot.png"))
     k = min(cfg.grid_images, len(val_images))
-    originals = to_unit_range(val_images[:k].float() / 127.5 - 1)
+    originals = to_unit_range(to_model_range(val_images[:k]))
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
                "generated": val["raw"][:k], "inpainted": val["composite"][:k]},

@@ -60,11 +60,23 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, window: str = "uniform") -> torch
     return ((2 * mx * my + SSIM_C1) * (2 * vxy + SSIM_C2)) / ((mx ** 2 + my ** 2 + SSIM_C1) * (vx + vy + SSIM_C2))
 
 
-def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean of values (B, C, H, W) over pixels where weight (B, 1, H, W) is set; one value per image."""
-    total = (values * weight).sum(dim=(1, 2, 3))
-    count = weight.sum(dim=(1, 2, 3)) * values.shape[1]
+def masked_mean(values: torch.Tensor, weight: torch.Tensor, dim=(1, 2, 3)) -> torch.Tensor:
+    """Mean of values (B, C, H, W) over the pixels weight (B, 1, H, W) selects (all channels): one value
+    per image with the default dim, one over the whole batch with dim=None (the training losses)."""
+    total = (values * weight).sum(dim)
+    count = weight.sum(dim) * values.shape[1]
     return total / count.clamp_min(1)
+
+
+def hole_bounds(mask: torch.Tensor) -> tuple:
+    """(top, bottom, left, right), each of shape B: the first and last row and column (inclusive) holding
+    a pixel that mask (B, 1, H, W) sets; an empty mask gives top = H, bottom = -1, left = W, right = -1."""
+    _, _, h, w = mask.shape
+    present = mask > 0
+    rows, cols = present.amax(dim=(1, 3)), present.amax(dim=(1, 2))          # B, H and B, W
+    ih, iw = torch.arange(h, device=mask.device), torch.arange(w, device=mask.device)
+    return (torch.where(rows, ih, h).amin(1), torch.where(rows, ih, -1).amax(1),
+            torch.where(cols, iw, w).amin(1), torch.where(cols, iw, -1).amax(1))
 
 
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -79,11 +91,11 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
 
 def hole_l1(pred, target, mask) -> torch.Tensor:
     """Mean absolute error over hole pixels (all channels), per image."""
-    return _masked_mean((pred.float() - target.float()).abs(), mask)
+    return masked_mean((pred.float() - target.float()).abs(), mask)
 
 
 def hole_mse(pred, target, mask) -> torch.Tensor:
-    return _masked_mean((pred.float() - target.float()) ** 2, mask)
+    return masked_mean((pred.float() - target.float()) ** 2, mask)
 
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
@@ -97,7 +109,7 @@ def hole_psnr(pred, target, mask) -> torch.Tensor:
 
 def hole_edge(pred, target, mask) -> torch.Tensor:
     """Mean absolute difference of Sobel magnitudes over hole pixels, per image."""
-    return _masked_mean((sobel_magnitude(pred.float()) - sobel_magnitude(target.float())).abs(), mask)
+    return masked_mean((sobel_magnitude(pred.float()) - sobel_magnitude(target.float())).abs(), mask)
 
 
 def bbox_region(mask: torch.Tensor, margin: int = HOLE_SSIM_MARGIN) -> torch.Tensor:
@@ -106,21 +118,14 @@ def bbox_region(mask: torch.Tensor, margin: int = HOLE_SSIM_MARGIN) -> torch.Ten
     That is where skimage's SSIM of the cropped box takes its mean. A box too small to hold one
     full window falls back to its centre pixel.
     """
-    b, _, h, w = mask.shape
-    rows = mask.amax(dim=(1, 3)) > 0                                           # B, H
-    cols = mask.amax(dim=(1, 2)) > 0                                           # B, W
-    idx_h = torch.arange(h, device=mask.device)
-    idx_w = torch.arange(w, device=mask.device)
-    big = torch.tensor(10 ** 9, device=mask.device)
-    top = torch.where(rows, idx_h, big).amin(1)
-    bottom = torch.where(rows, idx_h, -big).amax(1)
-    left = torch.where(cols, idx_w, big).amin(1)
-    right = torch.where(cols, idx_w, -big).amax(1)
+    h, w = mask.shape[-2:]
+    top, bottom, left, right = hole_bounds(mask)
     top, left = (top - margin).clamp_min(0), (left - margin).clamp_min(0)
     bottom, right = (bottom + margin).clamp_max(h - 1), (right + margin).clamp_max(w - 1)
     r = SSIM_RADIUS["uniform"]
     t2, b2 = torch.minimum(top + r, (top + bottom) // 2), torch.maximum(bottom - r, (top + bottom + 1) // 2)
     l2, r2 = torch.minimum(left + r, (left + right) // 2), torch.maximum(right - r, (left + right + 1) // 2)
+    idx_h, idx_w = torch.arange(h, device=mask.device), torch.arange(w, device=mask.device)
     in_rows = (idx_h[None] >= t2[:, None]) & (idx_h[None] <= b2[:, None])       # B, H
     in_cols = (idx_w[None] >= l2[:, None]) & (idx_w[None] <= r2[:, None])       # B, W
     return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1).float()    # B, 1, H, W
@@ -129,7 +134,7 @@ def bbox_region(mask: torch.Tensor, margin: int = HOLE_SSIM_MARGIN) -> torch.Ten
 def hole_ssim(pred, target, mask, ssim=None) -> torch.Tensor:
     """SSIM of the hole's bounding box (+ margin), per image, as skimage's default computes it on that crop.
     Pass a precomputed ssim_map(pred, target) as `ssim` to avoid computing it twice."""
-    return _masked_mean(ssim_map(pred, target) if ssim is None else ssim, bbox_region(mask))
+    return masked_mean(ssim_map(pred, target) if ssim is None else ssim, bbox_region(mask))
 
 
 def image_psnr(pred, target) -> torch.Tensor:

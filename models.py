@@ -1,10 +1,58 @@
-"""Generator (U-Net + self-attention) and PatchGAN discriminator. No I/O here.
+"""Generator (U-Net + self-attention), PatchGAN discriminator, and the one inpaint function with the
+conversions between uint8 pixels and the model's [-1, 1] range. No I/O here.
 
 Shapes use B = batch, nf = base channels, H = W = image size (divisible by 8).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def to_model_range(images_u8: torch.Tensor, device="cpu", memory_format=torch.contiguous_format) -> torch.Tensor:
+    """uint8 B, 3, H, W in [0, 255] -> float32 in [-1, 1] on device, the generator's range."""
+    x = images_u8.to(device, non_blocking=True).float().div_(127.5).sub_(1)
+    return x.contiguous(memory_format=memory_format)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> uint8 [0, 255], rounded (values outside the range are clipped)."""
+    return (to_unit_range(x).clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] (the model's range) or uint8 [0, 255] -> float32 [0, 1], the range of metrics,
+    classical fills and figures."""
+    return x.float() / 255 if x.dtype == torch.uint8 else (x.float() + 1) / 2
+
+
+def from_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1]."""
+    return x * 2 - 1
+
+
+def composite(output, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hole pixels (mask 1) from output, every known pixel from image exactly."""
+    return mask * output + (1 - mask) * image
+
+
+def inpaint(generator: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> tuple:
+    """(raw output, composite), both float32, for image B, 3, H, W in [-1, 1] and mask B, 1, H, W.
+
+    The one place the generator's output becomes an inpainted image: training, validation, results.py,
+    inpaint.py, the web page and the ONNX export all call it (gradients flow when the caller allows)."""
+    raw = generator(image, mask).float()
+    return raw, composite(raw, image, mask)
+
+
+class Inpaint(nn.Module):
+    """inpaint() as a module whose output is the composite: what export.py writes to ONNX."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return inpaint(self.generator, image, mask)[1]
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:

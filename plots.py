@@ -1,4 +1,6 @@
 """Figures: training curves and inpainting grids (matplotlib, Agg backend, no display needed)."""
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -6,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from losses import RECONSTRUCTION  # noqa: E402
+from models import composite  # noqa: E402
 
 
 def _to_hwc(img: torch.Tensor):
@@ -33,7 +36,7 @@ def save_grid(columns: dict, path: str, row_titles=None, cell: float = 1.6):
 
 def masked_view(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] with holes painted white, as a user would see the input."""
-    return images * (1 - masks) + masks
+    return composite(1.0, images, masks)
 
 
 LABELS = {"l1": "L1", "l2": "L2", "ssim_loss": "1-SSIM"}  # plot labels of the RECONSTRUCTION terms
@@ -51,10 +54,11 @@ def save_training_plot(history: list, path: str):
             continue
         axes[0].plot(epochs, [h[key] for h in history], marker=".", label=label)
     axes[0].set_title("reconstruction losses")
-    for key, label in (("train_gan_g", "train G adv"), ("train_gan_d", "train D"),
-                       ("val_gan_g", "val G adv"), ("val_gan_d", "val D")):
-        axes[1].plot(epochs, [h[key] for h in history], marker=".", label=label)
-    axes[1].set_title("adversarial losses")
+    gan = [(k, label) for k, label in (("train_gan_g", "train G adv"), ("train_gan_d", "train D"),
+                                        ("val_gan_g", "val G adv"), ("val_gan_d", "val D")) if k in history[-1]]
+    for key, label in gan:
+        axes[1].plot(epochs, [h.get(key, math.nan) for h in history], marker=".", label=label)
+    axes[1].set_title("adversarial losses" if gan else "adversarial losses (off: --w-adv 0)")
     axes[2].plot(epochs, [h["val_ssim"] for h in history], marker=".", color="C0", label="val hole SSIM")
     axes[2].set_ylabel("SSIM")
     twin = axes[2].twinx()

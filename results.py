@@ -34,11 +34,11 @@ from baselines import BASELINES
 from checkpoints import (SHIPPED_WEIGHTS, atomic_save, generator_from_checkpoint, load_checkpoint,
                          newest_run, run_checkpoint)
 from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime
-from dataset import open_splits, resolve_data_dir, split_files, to_model_range, to_unit_range
+from dataset import open_splits, resolve_data_dir, split_files
 from evaluation import Judge, evaluate_baseline, evaluate_generator, generator_inpaint
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
-from metrics import mean_ci95
-from models import block_output_shapes, parameter_table
+from metrics import hole_bounds, mean_ci95
+from models import block_output_shapes, parameter_table, to_model_range, to_unit_range
 from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
@@ -225,11 +225,8 @@ def hole_crops(images: torch.Tensor, masks: torch.Tensor, pad: int = 8, zoom: in
     """The bounding box of each hole plus `pad` px, scaled up to the image size (nearest)."""
     size = images.shape[-1]
     crops = []
-    for img, m in zip(images, masks):
-        ys, xs = torch.nonzero(m[0] > 0.5, as_tuple=True)
-        top, bottom = max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad + 1, size)
-        left, right = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, size)
-        crop = img[:, top:bottom, left:right].unsqueeze(0)
+    for img, top, bottom, left, right in zip(images, *(v.tolist() for v in hole_bounds(masks > 0.5))):
+        crop = img[:, max(top - pad, 0):bottom + pad + 1, max(left - pad, 0):right + pad + 1].unsqueeze(0)
         crops.append(torch.nn.functional.interpolate(crop, size=(zoom or size,) * 2, mode="nearest")[0])
     return torch.stack(crops)
 
@@ -435,7 +432,7 @@ def write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv
                    "methods": to_json(first), "sets": {k: {b: to_json(v) for b, v in s.items()}
                                                        for k, s in summaries.items()}}, fh, indent=2)
     write_per_image_csv(csv_rows, os.path.join(out_dir, "per_image.csv"))
-    originals = images.float() / 255
+    originals = to_unit_range(images)
     for n, (kind, (grid_masks, grid, idx)) in enumerate(grids.items()):
         fname = "comparison.png" if n == 0 else f"comparison_{kind}.png"
         comparison_figure(originals[idx], grid_masks, grid, os.path.join(out_dir, fname))
@@ -483,7 +480,7 @@ def write_mask_examples(path: str, data_dir: str = ""):
     image = None
     if data_dir:
         split = split_files(data_dir, cfg.val_fraction, cfg.test_fraction, 0, cfg.image_size)
-        image = open_splits(cfg, {**split, "test": split["test"][:1]}, ("test",))["test"].take(1)[0].float() / 255
+        image = to_unit_range(open_splits(cfg, {**split, "test": split["test"][:1]}, ("test",))["test"].take(1)[0])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_mask_examples(by_kind, path, image)
     print(f"wrote {path}")

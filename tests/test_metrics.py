@@ -110,11 +110,11 @@ def test_ssim_loss_zero_for_identical_and_positive_otherwise():
 
 @pytest.mark.parametrize("hole, margin", [(32, 16), (8, 0), (60, 0)])
 def test_ssim_loss_on_crops_equals_the_full_image_computation(hole, margin):
-    from losses import weighted_mean
+    from metrics import masked_mean
     from masks import dilate, rng_for, square_masks
     torch.manual_seed(hole)
     x = torch.rand(6, 3, 100, 100) * 2 - 1
     p = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
     w = dilate(square_masks(6, 100, hole, margin, rng_for(hole)), 4)  # margin 0: holes touch the border
-    full = 1 - weighted_mean(metrics.ssim_map((p + 1) / 2, (x + 1) / 2, "gaussian"), w)
+    full = 1 - masked_mean(metrics.ssim_map((p + 1) / 2, (x + 1) / 2, "gaussian"), w, dim=None)
     assert abs(float(ssim_loss(p, x, w)) - float(full)) < 1e-5

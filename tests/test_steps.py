@@ -7,6 +7,7 @@ from checkpoints import build_discriminator, build_generator
 from config import Config, choose_runtime
 from losses import RECONSTRUCTION
 from main import discriminator_step, generator_step, train_step
+from models import inpaint
 
 
 def setup(w_adv=1.0):
@@ -26,8 +27,7 @@ def same(a, b):
 def test_discriminator_step_moves_only_the_discriminator():
     cfg, g, d, x, m, rt = setup()
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
-    raw = g(x, m)
-    composite = m * raw + (1 - m) * x
+    raw, composite = inpaint(g, x, m)
     loss = discriminator_step(d, torch.optim.Adam(d.parameters(), lr=1e-3), x, composite, rt)
     assert loss is not None and torch.isfinite(loss)
     assert not same(d, d0) and same(g, g0)
@@ -37,17 +37,30 @@ def test_discriminator_step_moves_only_the_discriminator():
 def test_generator_step_moves_only_the_generator_and_never_grads_the_discriminator():
     cfg, g, d, x, m, rt = setup()
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
-    raw = g(x, m)
-    composite = m * raw + (1 - m) * x
+    raw, composite = inpaint(g, x, m)
     out = generator_step(d, torch.optim.Adam(g.parameters(), lr=1e-3), raw, composite, x, m, cfg, rt)
     assert set(out) == {"gan_g", *RECONSTRUCTION} and out["gan_g"] > 0
     assert not same(g, g0) and same(d, d0)
     assert all(p.grad is None for p in d.parameters()) and all(p.requires_grad for p in d.parameters())
 
 
-def test_without_the_gan_the_discriminator_is_untouched():
-    cfg, g, d, x, m, rt = setup(w_adv=0.0)
-    d0 = copy.deepcopy(d)
-    opts = (torch.optim.Adam(g.parameters(), lr=1e-3), torch.optim.Adam(d.parameters(), lr=1e-3))
-    out = train_step(x, m, (g, d), opts, cfg, rt)
-    assert float(out["gan_g"]) == 0 and float(out["gan_d"]) == 0 and same(d, d0)
+def test_without_the_gan_there_is_no_discriminator_step():
+    cfg, g, _, x, m, rt = setup(w_adv=0.0)
+    g0 = copy.deepcopy(g)
+    out = train_step(x, m, (g, None), (torch.optim.Adam(g.parameters(), lr=1e-3), None), cfg, rt)
+    assert set(out) == set(RECONSTRUCTION) and not same(g, g0)
+
+
+def test_without_the_gan_the_state_has_no_discriminator_and_reads_old_checkpoints():
+    from checkpoints import TrainingState
+    from distributed import Distributed
+    from main import build_state
+    cfg, _, _, _, _, rt = setup(w_adv=0.0)
+    state = build_state(cfg, rt, Distributed("cpu"), None)
+    assert state.d is None and state.opt_d is None
+    saved = state.state_dict()
+    assert "discriminator" not in saved and "opt_d" not in saved
+    # a checkpoint written when every run built a discriminator still resumes
+    with_gan = build_state(Config(**{**cfg.to_dict(), "w_adv": 1.0}).validate(), rt, Distributed("cpu"), None)
+    old = {**saved, "discriminator": with_gan.d.state_dict(), "opt_d": with_gan.opt_d.state_dict()}
+    TrainingState(cfg, state.g, None, state.opt_g, None).load_state_dict(old)

@@ -50,7 +50,8 @@ def test_training_steps_fit_the_batch_they_see(faces_dir):
     import main as main_module
     from checkpoints import build_discriminator, build_generator
     from config import Config, choose_runtime
-    from dataset import ImageFiles, to_model_range
+    from dataset import ImageFiles
+    from models import to_model_range
     from masks import training_masks
     from losses import l1_loss
     cfg = Config(image_size=32, nf=8, d_nf=8, hole_size=8, hole_margin=4, ring=2, holes=2, lr_g=2e-3).validate()

@@ -23,6 +23,7 @@ from dataset import image_root, split_files, to_rgb  # noqa: E402
 from inpaint import Inpainter  # noqa: E402
 from masks import rng_for  # noqa: E402
 from metrics import quality_metrics  # noqa: E402
+from models import composite, to_unit_range  # noqa: E402
 
 HOLE = 32
 
@@ -69,18 +70,18 @@ def main(argv=None) -> int:
         for framing, img in framings(photo).items():
             arr = np.array(img, dtype=np.uint8)  # writable: torch.from_numpy below
             mask = hole_on_face(arr.shape[:2], rng_for(cfg.eval_seed, 77, i))
-            ours = model(arr, mask).astype(np.float32) / 255
-            bih = biharmonic(arr.astype(np.float32) / 255, mask)
+            ours = to_unit_range(torch.from_numpy(model(arr, mask))).numpy()
+            bih = biharmonic(to_unit_range(torch.from_numpy(arr)).numpy(), mask)
             rows.setdefault(framing, []).append((arr, mask, ours, bih))
     print("| framing | ours PSNR dB | biharmonic PSNR dB | ours SSIM | biharmonic SSIM | ours L1 | biharmonic L1 |")
     print("|---|---|---|---|---|---|---|")
     for framing, items in rows.items():
-        target = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a, _, _, _ in items])
+        target = torch.stack([to_unit_range(torch.from_numpy(a).permute(2, 0, 1)) for a, _, _, _ in items])
         masks = torch.stack([torch.from_numpy(m)[None].float() for _, m, _, _ in items])
         res = {}
         for k, j in (("ours", 2), ("biharmonic", 3)):
             out = torch.stack([torch.from_numpy(np.ascontiguousarray(t[j])).permute(2, 0, 1) for t in items])
-            res[k] = quality_metrics(masks * out + (1 - masks) * target, target, masks)
+            res[k] = quality_metrics(composite(out, target, masks), target, masks)
         cells = [f"{float(res[m][k].mean()):.{2 if k == 'psnr' else 3 if k == 'ssim' else 4}f}"
                  for k in ("psnr", "ssim", "l1") for m in ("ours", "biharmonic")]
         print(f"| {framing} | " + " | ".join(cells) + " |")
