@@ -71,7 +71,7 @@ def build_generator(cfg: Config) -> Generator:
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
-    return Discriminator(nf=cfg.d_nf)
+    return Discriminator(nf=cfg.d_nf, in_channels=4 if cfg.d_mask else 3)
 
 
 def saved_config(ckpt: dict) -> Config:

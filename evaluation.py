@@ -7,7 +7,6 @@ import time
 import numpy as np
 import torch
 
-from losses import discriminator_loss, generator_adversarial_loss
 from metrics import quality_metrics
 from models import composite, from_unit_range, inpaint, to_model_range, to_unit_range
 
@@ -51,17 +50,16 @@ def generator_inpaint(generator, images: torch.Tensor, masks: torch.Tensor, rt) 
 
 @torch.no_grad()
 def evaluate_generator(generator, images_u8: torch.Tensor, masks: torch.Tensor, rt,
-                       batch_size: int = 20, discriminator=None, keep_outputs: bool = False,
+                       batch_size: int = 20, critic=None, keep_outputs: bool = False,
                        judge: "Judge | None" = None, progress=None) -> dict:
     """Per-image hole metrics (tensors of length N) over uint8 images and their fixed masks.
 
-    With a discriminator, also the mean generator adversarial loss and discriminator loss.
+    With critic(real, composite, mask) -> (generator's adversarial loss, discriminator's loss), also their
+    means ('gan_g', 'gan_d'); it runs under the runtime's autocast.
     With keep_outputs, 'raw' and 'composite' hold the outputs in [0, 1] on the CPU (True: all,
     an int: the first that many). With a judge, its measurements (LPIPS, features) too.
     """
     generator.eval()
-    if discriminator is not None:
-        discriminator.eval()
     measure = judge or quality_metrics
     keep = len(images_u8) if keep_outputs is True else int(keep_outputs)
     per_image, raws, comps = [], [], []
@@ -76,12 +74,10 @@ def evaluate_generator(generator, images_u8: torch.Tensor, masks: torch.Tensor, 
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
         per_image.append({k: v.cpu() for k, v in measure(to_unit_range(comp), to_unit_range(x), m).items()})
-        if discriminator is not None:
+        if critic is not None:
             with rt.autocast():
-                real_logits, fake_logits = discriminator(x).float(), discriminator(comp).float()
-            n = len(x)
-            gan_g += generator_adversarial_loss(fake_logits).item() * n
-            gan_d += discriminator_loss(real_logits, fake_logits).item() * n
+                loss_g, loss_d = critic(x, comp, m)
+            gan_g, gan_d = gan_g + loss_g.item() * len(x), gan_d + loss_d.item() * len(x)
         if i < keep:
             raws.append(to_unit_range(raw[:keep - i]).cpu())
             comps.append(to_unit_range(comp[:keep - i]).cpu())
@@ -89,7 +85,7 @@ def evaluate_generator(generator, images_u8: torch.Tensor, masks: torch.Tensor, 
             progress.update(len(x))
     out = {k: torch.cat([p[k] for p in per_image]) for k in per_image[0]}
     out["seconds_per_image"] = seconds / max(len(images_u8), 1)
-    if discriminator is not None:
+    if critic is not None:
         out["gan_g"] = gan_g / len(images_u8)
         out["gan_d"] = gan_d / len(images_u8)
     if keep:

@@ -8,15 +8,26 @@ from metrics import SSIM_RADIUS, hole_bounds, masked_mean, sobel_magnitude, ssim
 from models import to_unit_range
 
 
-def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating GAN loss: the generator wants its composites judged real."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+def hole_patches(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """B, 1, h, w on the discriminator's logit grid: 1 where a patch's cell holds a hole pixel."""
+    return F.adaptive_max_pool2d(mask.float(), logits.shape[-2:])
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """BCE with logits: real images -> 1, composites -> 0 (averaged over both halves)."""
+def generator_adversarial_loss(fake_logits: torch.Tensor, patches: "torch.Tensor | None" = None) -> torch.Tensor:
+    """Non-saturating GAN loss: the generator wants its composites judged real (on `patches` only, when given)."""
+    if patches is None:
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    per_patch = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits), reduction="none")
+    return masked_mean(per_patch, patches, dim=None)
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                       patches: "torch.Tensor | None" = None) -> torch.Tensor:
+    """BCE with logits: real images -> 1, composites -> 0 (averaged over both halves). With `patches`, only
+    those patches of a composite are fake; the rest of it shows real pixels and is labelled real."""
+    fake_target = torch.zeros_like(fake_logits) if patches is None else 1 - patches
     return 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+                  + F.binary_cross_entropy_with_logits(fake_logits, fake_target))
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ Every flag is a field of config.Config (python main.py --help lists them).
 """
 import copy
 import csv
+import functools
 import json
 import math
 import os
@@ -22,14 +23,16 @@ import torch
 from tqdm import tqdm
 
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
-                         load_checkpoint)
+                         generator_from_checkpoint, load_checkpoint, model_args)
 from config import Config, ConfigError, UserError, build_parser, choose_runtime, format_config, resolve_config
 from dataset import DataError, augment, open_splits, resolve_data_dir, split_files
 from distributed import Distributed
-from evaluation import evaluate_generator
-from losses import RECONSTRUCTION, discriminator_loss, generator_adversarial_loss, reconstruction_losses
+from baselines import mean_fill
+from evaluation import evaluate_baseline, evaluate_generator
+from losses import (RECONSTRUCTION, discriminator_loss, generator_adversarial_loss, hole_patches,
+                    reconstruction_losses)
 from masks import dilate, fixed_masks, rng_for, training_masks
-from models import count_parameters, inpaint, parameter_table, to_model_range, to_unit_range
+from models import count_parameters, from_unit_range, inpaint, parameter_table, to_model_range, to_unit_range
 from plots import masked_view, save_grid, save_training_plot
 
 # Flags that may change when resuming: they affect speed or length, not what one step computes.
@@ -83,68 +86,96 @@ def all_finite(loss: torch.Tensor) -> bool:
     return bool(torch.isfinite(loss))
 
 
-def discriminator_step(d, opt_d, real, composite, rt, finite=all_finite) -> "torch.Tensor | None":
+def critic_logits(d, images: torch.Tensor, mask: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The discriminator's patch logits in fp32; with --d-mask it sees the mask beside the image."""
+    return d(torch.cat([images, mask], dim=1) if cfg.d_mask else images).float()
+
+
+def adversarial_losses(d, real, composite, mask, cfg: Config) -> tuple:
+    """(generator's adversarial loss, discriminator's loss) on one batch, under the caller's autocast."""
+    real_logits, fake_logits = critic_logits(d, real, mask, cfg), critic_logits(d, composite, mask, cfg)
+    patches = hole_patches(mask, fake_logits) if cfg.d_mask else None
+    return generator_adversarial_loss(fake_logits, patches), discriminator_loss(real_logits, fake_logits, patches)
+
+
+def discriminator_step(d, opt_d, real, composite, mask, cfg: Config, rt, finite=all_finite) -> "torch.Tensor | None":
     """One discriminator update: real images -> real, composites (detached: no gradient reaches the
     generator) -> fake. Returns the detached loss, or None when it was NaN/inf (then nothing changed)."""
     with rt.autocast():
-        real_logits, fake_logits = d(real).float(), d(composite.detach()).float()
-    loss_d = discriminator_loss(real_logits, fake_logits)
+        _, loss_d = adversarial_losses(d, real, composite.detach(), mask, cfg)
     if not finite(loss_d):
         return None
     opt_d.zero_grad(set_to_none=True)
-    backward_and_step(loss_d, opt_d, rt)
+    backward_and_step(loss_d, opt_d, rt, cfg.grad_clip)
     return loss_d.detach()
 
 
-def generator_step(d, opt_g, raw, composite, batch, region, cfg: Config, rt, finite=all_finite) -> "dict | None":
-    """One generator update on the weighted RECONSTRUCTION terms plus w_adv x the adversarial term (d is
-    None without it). Returns the detached logged values, or None when the loss was NaN/inf (then
-    nothing changed)."""
+def generator_step(d, opt_g, raw, composite, batch, mask, cfg: Config, rt, w_adv: float,
+                   finite=all_finite) -> "dict | None":
+    """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus
+    w_adv x the adversarial term (d is None without the GAN). Returns the detached logged values, or None
+    when the loss was NaN/inf (then nothing changed)."""
+    region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
     loss_g, values = reconstruction_losses(raw, batch, region, cfg)
-    if cfg.w_adv > 0:
-        # The discriminator is frozen for this step (its weights get no gradient from the generator's
-        # loss); the plain module, not its DDP wrapper, since DDP expects every forward to backward.
-        plain_d = getattr(d, "module", d)
-        plain_d.requires_grad_(False)
-        with rt.autocast():
-            gan_g = generator_adversarial_loss(plain_d(composite).float())
-        plain_d.requires_grad_(True)
-        loss_g = loss_g + cfg.w_adv * gan_g
+    if d is not None:
+        gan_g = torch.zeros((), device=batch.device)
+        if w_adv > 0:
+            # The discriminator is frozen for this step (its weights get no gradient from the generator's
+            # loss); the plain module, not its DDP wrapper, since DDP expects every forward to backward.
+            plain_d = getattr(d, "module", d)
+            plain_d.requires_grad_(False)
+            with rt.autocast():
+                fake_logits = critic_logits(plain_d, composite, mask, cfg)
+                gan_g = generator_adversarial_loss(fake_logits, hole_patches(mask, fake_logits) if cfg.d_mask else None)
+            plain_d.requires_grad_(True)
+            loss_g = loss_g + w_adv * gan_g
         values = {"gan_g": gan_g, **values}
     if not finite(loss_g):
         return None
     opt_g.zero_grad(set_to_none=True)
-    backward_and_step(loss_g, opt_g, rt)
+    backward_and_step(loss_g, opt_g, rt, cfg.grad_clip)
     return {k: v.detach() for k, v in values.items()}
 
 
-def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite) -> "dict | None":
-    """The generator's output computed once; one discriminator update (with the GAN on; d and opt_d are
-    None without it) then one generator update. Returns detached losses on the device (train_keys), or None
-    when a loss was NaN/inf. Under DDP, `finite` asks every rank, so all of them skip together; nets may
-    be DDP-wrapped."""
+def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite, w_adv: "float | None" = None) -> "dict | None":
+    """The generator's output computed once; one discriminator update (while the adversarial weight w_adv,
+    by default cfg.w_adv, is > 0; d and opt_d are None without the GAN) then one generator update. Returns
+    detached losses on the device (train_keys), or None when a loss was NaN/inf. Under DDP, `finite` asks
+    every rank, so all of them skip together; nets may be DDP-wrapped."""
     g, d = nets
     opt_g, opt_d = opts
-    region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
+    w_adv = cfg.w_adv if w_adv is None else w_adv
     with rt.autocast():
         raw, composite = inpaint(g, batch, mask)  # float32: losses in fp32
     gan = {}
-    if cfg.w_adv > 0:
-        gan["gan_d"] = discriminator_step(d, opt_d, batch, composite, rt, finite)
-        if gan["gan_d"] is None:
-            return None
-    out = generator_step(d, opt_g, raw, composite, batch, region, cfg, rt, finite)
+    if d is not None:
+        gan["gan_d"] = torch.zeros((), device=batch.device)
+        if w_adv > 0:
+            gan["gan_d"] = discriminator_step(d, opt_d, batch, composite, mask, cfg, rt, finite)
+            if gan["gan_d"] is None:
+                return None
+    out = generator_step(d, opt_g, raw, composite, batch, mask, cfg, rt, w_adv, finite)
     return None if out is None else {**out, **gan}
 
 
-def learning_rate_factor(cfg: Config, progress: float) -> float:
-    """Multiplier of the base learning rates at `progress` (0 -> 1) through the run.
+def learning_rate_factor(cfg: Config, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rates at global step `step` of `total_steps`: a linear warm-up over
+    cfg.warmup_steps, times the schedule.
 
     Computed from the step count rather than kept as scheduler state, so resuming (even with a new
     --epochs, which stretches the remaining schedule) needs nothing saved."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return 1.0
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+    return warm
+
+
+def adversarial_weight(cfg: Config, progress: float) -> float:
+    """The adversarial weight at `progress` (0 -> 1) through the run: 0 before cfg.adv_start (the
+    reconstruction warm-up), then rising linearly to cfg.w_adv over cfg.adv_ramp."""
+    if progress < cfg.adv_start:
+        return 0.0
+    return cfg.w_adv * (min(1.0, (progress - cfg.adv_start) / cfg.adv_ramp) if cfg.adv_ramp else 1.0)
 
 
 def ema_decay(cfg: Config, step: int) -> float:
@@ -159,12 +190,19 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
-def backward_and_step(loss, opt, rt):
+def backward_and_step(loss, opt, rt, clip: float = 0.0):
+    """Backward, optionally clip the gradient norm of opt's parameters to `clip`, step (fp16: scaled)."""
+    params = [p for group in opt.param_groups for p in group["params"]]
     if rt.scaler is None:
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
     else:
         rt.scaler.scale(loss).backward()
+        if clip:
+            rt.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(params, clip)
         rt.scaler.step(opt)
         rt.scaler.update()
 
@@ -181,7 +219,7 @@ def write_metrics_csv(history: list, path: str):
 def is_better(metric: str, value: float, best: "float | None") -> bool:
     if best is None:
         return True
-    return value < best if metric == "l1" else value > best
+    return value < best if metric in ("l1", "lpips") else value > best
 
 
 def make_run_dir(cfg: Config) -> tuple:
@@ -300,11 +338,25 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
         dist.close()
 
 
+def initial_weights(cfg: Config) -> dict:
+    """The generator weights of cfg.init_from (the moving average when it kept one), in fp32; its network
+    must be the one cfg builds."""
+    ckpt = load_checkpoint(cfg.init_from)
+    source, saved = generator_from_checkpoint(ckpt)
+    if ckpt.get("model_args", model_args(saved)) != model_args(cfg):
+        raise ConfigError(f"--init-from {cfg.init_from}: its generator is {ckpt.get('model_args', model_args(saved))}, "
+                          f"this run builds {model_args(cfg)}; pass the matching --nf/--attention/--prefill")
+    return {k: v.float() for k, v in source.state_dict().items()}
+
+
 def build_state(cfg: Config, rt, dist: Distributed, resume: "dict | None") -> TrainingState:
     """The networks (the same initial weights on every rank), their optimizers and the moving average,
     restored from `resume` when given."""
     torch.manual_seed(cfg.seed)
-    g = build_generator(cfg).to(rt.device, memory_format=rt.memory_format())
+    g = build_generator(cfg)
+    if cfg.init_from and not resume:  # a resume has its own weights
+        g.load_state_dict(initial_weights(cfg))
+    g = g.to(rt.device, memory_format=rt.memory_format())
     log(dist, "generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in parameter_table(g).items()))
     d = opt_d = None  # the discriminator exists only when the adversarial loss is on
     if cfg.w_adv > 0:
@@ -338,6 +390,8 @@ class Run:
     stop: "StopFlag | None" = None
     nets: tuple = ()  # (generator, discriminator) as stepped: compiled and/or DDP-wrapped
     finite: object = all_finite
+    mean_fill_psnr: "float | None" = None  # the collapse guard's floor, measured at the first validation
+    lpips: "torch.nn.Module | None" = None  # validation LPIPS (rank 0; None when off or not installed)
 
     def __post_init__(self):
         self.start_epoch = self.state.epoch  # the epoch this process started (or resumed) in
@@ -373,12 +427,13 @@ def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
     rng = rng_for(cfg.seed, epoch, step, run.dist.rank) if run.dist.enabled else rng_for(cfg.seed, epoch, step)
     x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
     m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
-    global_step = epoch * run.steps_per_epoch + step
-    factor = learning_rate_factor(cfg, global_step / (cfg.epochs * run.steps_per_epoch))
+    global_step, total = epoch * run.steps_per_epoch + step, cfg.epochs * run.steps_per_epoch
+    factor = learning_rate_factor(cfg, global_step, total)
     for opt, base in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
         for group in opt.param_groups if opt is not None else ():
             group["lr"] = base * factor
-    out = train_step(x, m, run.nets, (state.opt_g, state.opt_d), cfg, rt, run.finite)
+    out = train_step(x, m, run.nets, (state.opt_g, state.opt_d), cfg, rt, run.finite,
+                     adversarial_weight(cfg, global_step / total))
     if out is not None and state.g_ema is not None:
         update_ema(state.g_ema, state.g, ema_decay(cfg, global_step))
     return out
@@ -448,23 +503,50 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
 
 def validate(run: Run, epoch: int, val_images, val_masks, train_means: dict, seen: int, seconds: float) -> tuple:
     """(metrics row, validation outputs) of the moving average (else the generator) on the fixed holes."""
-    state = run.state
+    state, critic = run.state, None
+    if run.cfg.collapse_db and run.mean_fill_psnr is None:
+        run.mean_fill_psnr = float(evaluate_baseline(mean_fill, val_images, val_masks)["psnr"].mean())
+        print(f"collapse guard: mean fill scores {run.mean_fill_psnr:.2f} dB on the validation holes", flush=True)
+    if state.d is not None:
+        state.d.eval()
+        critic = functools.partial(adversarial_losses, state.d, cfg=run.cfg)
     val = evaluate_generator(state.g_ema if state.g_ema is not None else state.g, val_images, val_masks, run.rt,
-                             run.cfg.batch_size, discriminator=state.d, keep_outputs=True)
+                             run.cfg.batch_size, critic=critic, keep_outputs=True)
+    if run.lpips is not None:  # the first images, the same every epoch
+        k = min(run.cfg.val_lpips_images, len(val_images))
+        with torch.no_grad():
+            val["lpips"] = run.lpips(from_unit_range(val["composite"][:k]), to_model_range(val_images[:k]))
     gan = {f"val_{k}": val[k] for k in ("gan_g", "gan_d") if k in val}  # with the discriminator only
     row = {"epoch": epoch + 1, **train_means, **gan,
-           **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr")},
+           **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr", "lpips") if k in val},
            "train_images_per_s": seen * run.dist.world / seconds, "seconds": seconds}
     gan_text = f"G {row['val_gan_g']:.3f}  D {row['val_gan_d']:.3f}  " if gan else ""
+    lpips_text = f"LPIPS {row['val_lpips']:.4f}  " if "val_lpips" in row else ""
     print(f"epoch {epoch + 1}: val hole L1 {row['val_l1']:.4f}  PSNR {row['val_psnr']:.2f} dB  "
-          f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  {gan_text}"
+          f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  {lpips_text}{gan_text}"
           f"({row['train_images_per_s']:.2f} img/s)", flush=True)
     return row, val
 
 
+def collapse_message(cfg: Config, history: list, row: dict, mean_fill_psnr: "float | None") -> str:
+    """Why the run collapsed ('' when it did not): validation hole PSNR fell below mean fill's after an
+    earlier epoch beat mean fill by cfg.collapse_db. Finite losses hide such a collapse from the NaN guard
+    (docs/experiments.md: mixed holes at lr 1e-3 went to a constant output in epoch 7)."""
+    if not cfg.collapse_db or mean_fill_psnr is None or not history:
+        return ""
+    best = max(h["val_psnr"] for h in history)
+    if best < mean_fill_psnr + cfg.collapse_db or row["val_psnr"] >= mean_fill_psnr:
+        return ""
+    return (f"stopping: validation hole PSNR fell to {row['val_psnr']:.2f} dB, below mean fill's "
+            f"{mean_fill_psnr:.2f} dB, after reaching {best:.2f} dB: the generator collapsed (--collapse-db "
+            f"{cfg.collapse_db}).")
+
+
 def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_masks):
-    """metrics.csv, the training plot, the sample grid, last.pt and (when validation improved) best.pt."""
+    """metrics.csv, the training plot, the sample grid, last.pt and (when validation improved) best.pt.
+    When validation collapsed, the outputs show it but no checkpoint is written and the run stops."""
     cfg, state, run_dir = run.cfg, run.state, run.run_dir
+    collapsed = collapse_message(cfg, state.history, row, run.mean_fill_psnr)
     state.history.append(row)
     write_metrics_csv(state.history, os.path.join(run_dir, "metrics.csv"))
     save_training_plot(state.history, os.path.join(run_dir, "training_plot.png"))
@@ -474,6 +556,10 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
     save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
                "generated": val["raw"][:k], "inpainted": val["composite"][:k]},
               os.path.join(run_dir, "samples", f"epoch_{epoch + 1:03d}.png"))
+    if collapsed:
+        raise TrainingStopped(f"{collapsed} {run.last_path} still holds epoch {epoch} (before the collapse) and "
+                              "best.pt the best epoch; start a new run with a lower --lr-g, a --warmup-steps or "
+                              "--grad-clip (resuming would repeat the same steps).", 4)
     improved = is_better(cfg.best_metric, row[f"val_{cfg.best_metric}"], state.best)
     if improved:
         state.best = row[f"val_{cfg.best_metric}"]
@@ -482,8 +568,24 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
         run.save(os.path.join(run_dir, "best.pt"), epoch + 1, 0)
 
 
+def validation_lpips(cfg: Config, dist: Distributed) -> "torch.nn.Module | None":
+    """The LPIPS network validation reports with (rank 0), or None: off, or its weights not installed (said
+    once; an error when best.pt is chosen by it)."""
+    if not cfg.val_lpips_images or not dist.is_main:
+        return None
+    from perceptual import LPIPS, PerceptualWeightsError
+    try:
+        return LPIPS("alex").eval()
+    except PerceptualWeightsError as e:
+        if cfg.best_metric == "lpips":
+            raise
+        log(dist, f"validation LPIPS off ({e})")
+        return None
+
+
 def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume, on_epoch, launched) -> dict:
-    run = Run(cfg, rt, dist, run_dir, train_src, build_state(cfg, rt, dist, resume), launched)
+    run = Run(cfg, rt, dist, run_dir, train_src, build_state(cfg, rt, dist, resume), launched,
+              lpips=validation_lpips(cfg, dist))
     state = run.state
     start_step = state.step_in_epoch
     with StopFlag() as run.stop:

@@ -190,19 +190,20 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """PatchGAN: one real/fake logit per ~22x22 receptive field of the RGB image."""
+    """PatchGAN: one real/fake logit per ~22x22 receptive field of the RGB image (with in_channels=4,
+    of the image and its hole mask)."""
 
-    def __init__(self, nf: int = 32):
+    def __init__(self, nf: int = 32, in_channels: int = 3):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, nf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(in_channels, nf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(nf, 2 * nf, 4, stride=2, padding=1), nn.BatchNorm2d(2 * nf),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(2 * nf, 1, 4, stride=1, padding=1),
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(image)  # B, 1, H/4 - 1, W/4 - 1
+        return self.net(image)  # B, 1, H/4 - 1, W/4 - 1 (image: B, in_channels, H, W)
 
 
 def count_parameters(module: nn.Module) -> int:

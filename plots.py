@@ -60,7 +60,10 @@ def save_training_plot(history: list, path: str):
         axes[1].plot(epochs, [h.get(key, math.nan) for h in history], marker=".", label=label)
     axes[1].set_title("adversarial losses" if gan else "adversarial losses (off: --w-adv 0)")
     axes[2].plot(epochs, [h["val_ssim"] for h in history], marker=".", color="C0", label="val hole SSIM")
-    axes[2].set_ylabel("SSIM")
+    if "val_lpips" in history[-1]:
+        axes[2].plot(epochs, [h.get("val_lpips", math.nan) for h in history], marker=".", color="C2",
+                     label="val LPIPS (lower is better)")
+    axes[2].set_ylabel("SSIM, LPIPS")
     twin = axes[2].twinx()
     twin.plot(epochs, [h["val_psnr"] for h in history], marker=".", color="C3", label="val hole PSNR (dB)")
     twin.set_ylabel("PSNR (dB)")

@@ -68,6 +68,11 @@ def test_bool_flags_and_unknown_config_keys(tmp_path):
     (["--ema", "1"], "--ema"),
     (["--lr-schedule", "step"], "--lr-schedule"),
     (["--w-l2", "-1"], "--w-l2"),
+    (["--warmup-steps", "-5"], "--warmup-steps"),
+    (["--grad-clip", "nan"], "--grad-clip"),
+    (["--adv-start", "1.5"], "--adv-start"),
+    (["--collapse-db", "-1"], "--collapse-db"),
+    (["--best-metric", "lpips", "--val-lpips-images", "0"], "--best-metric"),
 ])
 def test_invalid_values_are_rejected_naming_the_flag(argv, flag):
     with pytest.raises(ConfigError, match=flag):

@@ -1,5 +1,6 @@
 """Failure modes end in a clear message and lose nothing (issue: never lose a run, never crash on bad input)."""
 import io
+import csv
 import os
 import pickle
 import signal
@@ -155,6 +156,23 @@ def test_persistent_nan_stops_and_keeps_the_last_good_checkpoint(faces_dir, tmp_
     assert e.value.exit_code != 0
     ckpt = load_checkpoint(str(tmp_path / "nan" / "last.pt"))
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["generator"].values())
+
+
+def test_collapse_stops_the_run_and_keeps_the_checkpoint_from_before(faces_dir, tmp_path, monkeypatch):
+    """Validation far above mean fill, then below it (as the lr-1e-3 mixed-hole run did with finite losses)."""
+    real_validate = main_module.validate
+
+    def scripted(run, epoch, *a):
+        row, val = real_validate(run, epoch, *a)
+        row["val_psnr"] = run.mean_fill_psnr + (6 if epoch == 0 else -10)
+        return row, val
+    monkeypatch.setattr(main_module, "validate", scripted)
+    with pytest.raises(main_module.TrainingStopped, match="collapsed") as e:
+        main_module.train(tiny_cfg(faces_dir, tmp_path, run_name="c", epochs=3))
+    assert e.value.exit_code == 4 and "still holds epoch 1" in str(e.value) and "--lr-g" in str(e.value)
+    assert load_checkpoint(str(tmp_path / "c" / "last.pt"))["epoch"] == 1  # not overwritten by the collapsed epoch
+    rows = list(csv.DictReader(open(tmp_path / "c" / "metrics.csv")))
+    assert len(rows) == 2  # the collapsed epoch is still on record
 
 
 def start_training(data, out, *extra):

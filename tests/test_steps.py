@@ -1,17 +1,19 @@
 """One generator step and one discriminator step: each moves only its own network."""
 import copy
 
+import pytest
 import torch
 
 from checkpoints import build_discriminator, build_generator
 from config import Config, choose_runtime
 from losses import RECONSTRUCTION
-from main import discriminator_step, generator_step, train_step
+from main import (adversarial_weight, backward_and_step, collapse_message, discriminator_step, generator_step,
+                  train_step)
 from models import inpaint
 
 
-def setup(w_adv=1.0):
-    cfg = Config(image_size=32, nf=8, d_nf=8, hole_size=8, hole_margin=4, ring=2, w_adv=w_adv).validate()
+def setup(w_adv=1.0, **kw):
+    cfg = Config(image_size=32, nf=8, d_nf=8, hole_size=8, hole_margin=4, ring=2, w_adv=w_adv, **kw).validate()
     torch.manual_seed(0)
     g, d = build_generator(cfg), build_discriminator(cfg)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
@@ -24,21 +26,23 @@ def same(a, b):
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_discriminator_step_moves_only_the_discriminator():
-    cfg, g, d, x, m, rt = setup()
+@pytest.mark.parametrize("d_mask", [False, True])
+def test_discriminator_step_moves_only_the_discriminator(d_mask):
+    cfg, g, d, x, m, rt = setup(d_mask=d_mask)
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
     raw, composite = inpaint(g, x, m)
-    loss = discriminator_step(d, torch.optim.Adam(d.parameters(), lr=1e-3), x, composite, rt)
+    loss = discriminator_step(d, torch.optim.Adam(d.parameters(), lr=1e-3), x, composite, m, cfg, rt)
     assert loss is not None and torch.isfinite(loss)
     assert not same(d, d0) and same(g, g0)
     assert all(p.grad is None for p in g.parameters())  # the composite was detached
 
 
-def test_generator_step_moves_only_the_generator_and_never_grads_the_discriminator():
-    cfg, g, d, x, m, rt = setup()
+@pytest.mark.parametrize("d_mask", [False, True])
+def test_generator_step_moves_only_the_generator_and_never_grads_the_discriminator(d_mask):
+    cfg, g, d, x, m, rt = setup(d_mask=d_mask)
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
     raw, composite = inpaint(g, x, m)
-    out = generator_step(d, torch.optim.Adam(g.parameters(), lr=1e-3), raw, composite, x, m, cfg, rt)
+    out = generator_step(d, torch.optim.Adam(g.parameters(), lr=1e-3), raw, composite, x, m, cfg, rt, cfg.w_adv)
     assert set(out) == {"gan_g", *RECONSTRUCTION} and out["gan_g"] > 0
     assert not same(g, g0) and same(d, d0)
     assert all(p.grad is None for p in d.parameters()) and all(p.requires_grad for p in d.parameters())
@@ -64,3 +68,67 @@ def test_without_the_gan_the_state_has_no_discriminator_and_reads_old_checkpoint
     with_gan = build_state(Config(**{**cfg.to_dict(), "w_adv": 1.0}).validate(), rt, Distributed("cpu"), None)
     old = {**saved, "discriminator": with_gan.d.state_dict(), "opt_d": with_gan.opt_d.state_dict()}
     TrainingState(cfg, state.g, None, state.opt_g, None).load_state_dict(old)
+
+
+def test_before_the_adversarial_term_starts_the_discriminator_rests():
+    cfg, g, d, x, m, rt = setup()
+    d0 = copy.deepcopy(d)
+    opts = (torch.optim.Adam(g.parameters(), lr=1e-3), torch.optim.Adam(d.parameters(), lr=1e-3))
+    out = train_step(x, m, (g, d), opts, cfg, rt, w_adv=0.0)
+    assert float(out["gan_g"]) == 0 and float(out["gan_d"]) == 0 and same(d, d0)
+
+
+def test_adversarial_weight_waits_then_ramps():
+    cfg = Config(w_adv=0.1, adv_start=0.2, adv_ramp=0.4)
+    assert [round(adversarial_weight(cfg, p), 6) for p in (0.0, 0.19, 0.2, 0.4, 0.6, 0.9)] == [0, 0, 0, 0.05, 0.1, 0.1]
+    assert adversarial_weight(Config(w_adv=0.3), 0.0) == 0.3  # no warm-up: on from the first step
+
+
+def test_masked_discriminator_labels_only_hole_patches_fake():
+    from losses import discriminator_loss, generator_adversarial_loss, hole_patches
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 0:8, 0:8] = 1
+    logits = torch.randn(2, 1, 7, 7)
+    patches = hole_patches(mask, logits)
+    assert patches[:, :, :2, :2].eq(1).all() and patches.sum() == 2 * 4  # the top-left cells only
+    # patches outside the hole count as real: with no hole patch at all, the composite is judged like a real image
+    real_only = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    assert torch.allclose(discriminator_loss(logits, logits, torch.zeros_like(patches)), real_only)
+    # the generator's adversarial loss ignores what the discriminator says outside the hole
+    changed = logits.clone()
+    changed[:, :, 4:, 4:] += 5
+    assert torch.equal(generator_adversarial_loss(logits, patches), generator_adversarial_loss(changed, patches))
+    assert not torch.equal(generator_adversarial_loss(logits), generator_adversarial_loss(changed))
+
+
+def test_gradient_clipping_bounds_the_update():
+    rt = choose_runtime("cpu", "fp32", False)
+    w = torch.nn.Parameter(torch.zeros(10))
+    opt = torch.optim.SGD([w], lr=1.0)
+    backward_and_step((w * 100).sum(), opt, rt, clip=0.5)  # the gradient's norm is 316
+    assert abs(float(w.detach().norm()) - 0.5) < 1e-5
+    backward_and_step((w * 100).sum(), opt, rt)  # unclipped
+    assert float(w.detach().norm()) > 300
+
+
+def test_collapse_is_told_from_a_run_that_never_got_going():
+    cfg = Config(collapse_db=3.0)
+    good = [{"val_psnr": 18.0}, {"val_psnr": 21.5}]
+    assert "collapsed" in collapse_message(cfg, good, {"val_psnr": 4.8}, 17.5)
+    assert collapse_message(cfg, good, {"val_psnr": 19.0}, 17.5) == ""          # lower, still above mean fill
+    assert collapse_message(cfg, [{"val_psnr": 19.0}], {"val_psnr": 4.8}, 17.5) == ""  # never far above it
+    assert collapse_message(Config(collapse_db=0), good, {"val_psnr": 4.8}, 17.5) == ""  # guard off
+
+
+def test_a_run_can_start_from_the_shipped_weights():
+    from checkpoints import SHIPPED_WEIGHTS, generator_from_checkpoint, load_checkpoint
+    from config import ConfigError
+    from distributed import Distributed
+    from main import build_state
+    rt = choose_runtime("cpu", "fp32", False)
+    shipped, _ = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
+    state = build_state(Config(init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)
+    assert all(torch.equal(p.float(), q) for p, q in zip(shipped.state_dict().values(), state.g.state_dict().values()))
+    assert same(state.g, state.g_ema)
+    with pytest.raises(ConfigError, match="--init-from .*--nf"):
+        build_state(Config(init_from=SHIPPED_WEIGHTS, nf=16).validate(), rt, Distributed("cpu"), None)

@@ -18,8 +18,9 @@ def test_tiny_run_leaves_checkpoints_metrics_and_plots(tiny_run):
         assert os.path.isfile(os.path.join(run, f)), f
     rows = list(csv.DictReader(open(os.path.join(run, "metrics.csv"))))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    for key in ("val_gan_g", "val_gan_d", "val_l1", "val_edge", "val_ssim", "val_psnr"):
+    for key in ("val_gan_g", "val_gan_d", "val_l1", "val_edge", "val_ssim", "val_psnr", "val_lpips"):
         assert all(torch.isfinite(torch.tensor(float(r[key]))) for r in rows), key
+    assert all(0 < float(r["val_lpips"]) < 1 for r in rows) and "LPIPS" in stdout
     assert "config:" in stdout and "generator parameters" in stdout
     cfg = json.load(open(os.path.join(run, "config.json")))
     assert cfg["preset"] == "tiny" and cfg["epochs"] == 2
@@ -183,8 +184,12 @@ def test_cosine_schedule_and_ema_warmup():
     from config import Config
     from main import ema_decay, learning_rate_factor, update_ema
     cos, const = Config(lr_schedule="cosine"), Config(lr_schedule="constant")
-    assert learning_rate_factor(cos, 0) == 1 and abs(learning_rate_factor(cos, 0.5) - 0.5) < 1e-12
-    assert learning_rate_factor(cos, 1) < 1e-12 and learning_rate_factor(const, 0.7) == 1
+    assert learning_rate_factor(cos, 0, 100) == 1 and abs(learning_rate_factor(cos, 50, 100) - 0.5) < 1e-12
+    assert learning_rate_factor(cos, 100, 100) < 1e-12 and learning_rate_factor(const, 70, 100) == 1
+    warm = Config(lr_schedule="constant", warmup_steps=10)  # linear from 1/10 at the first step to 1 at the tenth
+    assert [learning_rate_factor(warm, s, 100) for s in (0, 4, 9, 50)] == [0.1, 0.5, 1.0, 1.0]
+    warm_cos = Config(lr_schedule="cosine", warmup_steps=10)
+    assert learning_rate_factor(warm_cos, 4, 100) == 0.5 * learning_rate_factor(cos, 4, 100)
     cfg = Config(ema=0.999)
     assert ema_decay(cfg, 0) == 0.1 and ema_decay(cfg, 90) == 0.91 and ema_decay(cfg, 10**6) == 0.999
     a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
