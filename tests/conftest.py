@@ -49,7 +49,8 @@ def faces_dir(tmp_path_factory):
 def tiny_run(faces_dir, tmp_path_factory):
     """A finished 2-epoch tiny run on synthetic faces: (run folder, main.py stdout)."""
     out = str(tmp_path_factory.mktemp("out"))
-    proc = run_script("main.py", "--preset", "tiny", "--data-dir", faces_dir, "--out-dir", out, "--run-name", "tiny")
+    proc = run_script("main.py", "--preset", "tiny", "--data-dir", faces_dir, "--out-dir", out, "--run-name", "tiny",
+                      "--val-lpips-images", "8")
     return os.path.join(out, "tiny"), proc.stdout
 
 
