@@ -93,26 +93,26 @@ def evaluate_generator(generator, images_u8: torch.Tensor, masks: torch.Tensor, 
     return out
 
 
-def fill_chunk(inpaint, images: np.ndarray, masks: np.ndarray) -> tuple:
-    """Run a classical inpaint(image HWC [0,1], mask HW bool) over uint8 N, H, W, 3 images:
+def fill_chunk(fill, images: np.ndarray, masks: np.ndarray) -> tuple:
+    """Run a classical fill(image HWC [0,1], mask HW bool) over uint8 N, H, W, 3 images:
     (N, H, W, 3 float32 outputs, seconds spent inpainting). Runs in a worker process."""
     outs, seconds = [], 0.0
     for img, m in zip(images, masks):
         hwc = to_unit_range(torch.from_numpy(img)).numpy()
         start = time.perf_counter()
-        outs.append(inpaint(hwc, m))
+        outs.append(fill(hwc, m))
         seconds += time.perf_counter() - start
     return np.stack(outs).astype(np.float32), seconds
 
 
-def evaluate_baseline(inpaint, images_u8: torch.Tensor, masks: torch.Tensor, judge: "Judge | None" = None,
+def evaluate_baseline(fill, images_u8: torch.Tensor, masks: torch.Tensor, judge: "Judge | None" = None,
                       executor=None, keep: "int | None" = None, progress=None) -> dict:
     """The same measurements for a classical inpainter. With an executor (a process pool) the fills of
     CHUNK images run in its workers while the main process measures the previous chunk. 'composite'
     keeps the first `keep` composites in [0, 1] (all when None)."""
     measure = judge or quality_metrics
     starts = list(range(0, len(images_u8), CHUNK))
-    args = ([inpaint] * len(starts), [images_u8[i:i + CHUNK].permute(0, 2, 3, 1).numpy() for i in starts],
+    args = ([fill] * len(starts), [images_u8[i:i + CHUNK].permute(0, 2, 3, 1).numpy() for i in starts],
             [masks[i:i + CHUNK, 0].numpy() > 0.5 for i in starts])
     fills = executor.map(fill_chunk, *args) if executor is not None else map(fill_chunk, *args)
     per_image, kept, seconds = [], [], 0.0
