@@ -80,13 +80,19 @@ def saved_config(ckpt: dict) -> Config:
     return Config(**{k: v for k, v in ckpt["config"].items() if k in known})
 
 
+def saved_model_args(ckpt: dict) -> dict:
+    """The generator's constructor arguments a checkpoint was saved with (from its config in checkpoints
+    written before model_args were saved)."""
+    return ckpt.get("model_args") or model_args(saved_config(ckpt))
+
+
 def generator_from_checkpoint(ckpt: dict) -> tuple:
     """(generator, config) rebuilt from the checkpoint's own model_args (or, in checkpoints from before
     they were saved, its config): no flags re-passed.
 
     The moving average of the weights is the generator when the run kept one (it is what validated)."""
     cfg = saved_config(ckpt)
-    g = Generator(**ckpt.get("model_args", model_args(cfg)))
+    g = Generator(**saved_model_args(ckpt))
     g.load_state_dict(ckpt.get("generator_ema", ckpt["generator"]))
     return g.eval(), cfg
 
@@ -132,7 +138,7 @@ def shipped_state(ckpt: dict) -> dict:
     average when kept) in fp16, its model_args and config, and the run's history."""
     g, cfg = generator_from_checkpoint(ckpt)
     weights = {k: v.half() for k, v in g.state_dict().items()}
-    return {"config": cfg.to_dict(), "model_args": model_args(cfg), "generator": weights, "epoch": ckpt["epoch"],
+    return {"config": cfg.to_dict(), "model_args": saved_model_args(ckpt), "generator": weights, "epoch": ckpt["epoch"],
             "history": ckpt["history"], "torch_version": str(torch.__version__)}
 
 

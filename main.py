@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
-                         generator_from_checkpoint, load_checkpoint, model_args)
+                         generator_from_checkpoint, load_checkpoint, model_args, saved_model_args)
 from config import Config, ConfigError, UserError, build_parser, choose_runtime, format_config, resolve_config
 from dataset import DataError, augment, open_splits, resolve_data_dir, split_files
 from distributed import Distributed
@@ -91,10 +91,15 @@ def critic_logits(d, images: torch.Tensor, mask: torch.Tensor, cfg: Config) -> t
     return d(torch.cat([images, mask], dim=1) if cfg.d_mask else images).float()
 
 
+def fake_patches(mask: torch.Tensor, logits: torch.Tensor, cfg: Config) -> "torch.Tensor | None":
+    """The patches of a composite labelled fake: those touching a hole with --d-mask, else all (None)."""
+    return hole_patches(mask, logits) if cfg.d_mask else None
+
+
 def adversarial_losses(d, real, composite, mask, cfg: Config) -> tuple:
     """(generator's adversarial loss, discriminator's loss) on one batch, under the caller's autocast."""
     real_logits, fake_logits = critic_logits(d, real, mask, cfg), critic_logits(d, composite, mask, cfg)
-    patches = hole_patches(mask, fake_logits) if cfg.d_mask else None
+    patches = fake_patches(mask, fake_logits, cfg)
     return generator_adversarial_loss(fake_logits, patches), discriminator_loss(real_logits, fake_logits, patches)
 
 
@@ -126,7 +131,7 @@ def generator_step(d, opt_g, raw, composite, batch, mask, cfg: Config, rt, w_adv
             plain_d.requires_grad_(False)
             with rt.autocast():
                 fake_logits = critic_logits(plain_d, composite, mask, cfg)
-                gan_g = generator_adversarial_loss(fake_logits, hole_patches(mask, fake_logits) if cfg.d_mask else None)
+                gan_g = generator_adversarial_loss(fake_logits, fake_patches(mask, fake_logits, cfg))
             plain_d.requires_grad_(True)
             loss_g = loss_g + w_adv * gan_g
         values = {"gan_g": gan_g, **values}
@@ -342,10 +347,10 @@ def initial_weights(cfg: Config) -> dict:
     """The generator weights of cfg.init_from (the moving average when it kept one), in fp32; its network
     must be the one cfg builds."""
     ckpt = load_checkpoint(cfg.init_from)
-    source, saved = generator_from_checkpoint(ckpt)
-    if ckpt.get("model_args", model_args(saved)) != model_args(cfg):
-        raise ConfigError(f"--init-from {cfg.init_from}: its generator is {ckpt.get('model_args', model_args(saved))}, "
+    if saved_model_args(ckpt) != model_args(cfg):
+        raise ConfigError(f"--init-from {cfg.init_from}: its generator is {saved_model_args(ckpt)}, "
                           f"this run builds {model_args(cfg)}; pass the matching --nf/--attention/--prefill")
+    source, _ = generator_from_checkpoint(ckpt)
     return {k: v.float() for k, v in source.state_dict().items()}
 
 
@@ -551,7 +556,7 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
     write_metrics_csv(state.history, os.path.join(run_dir, "metrics.csv"))
     save_training_plot(state.history, os.path.join(run_dir, "training_plot.png"))
     k = min(cfg.grid_images, len(val_images))
-    originals = to_unit_range(to_model_range(val_images[:k]))
+    originals = to_unit_range(val_images[:k])
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
                "generated": val["raw"][:k], "inpainted": val["composite"][:k]},
