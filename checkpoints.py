@@ -7,7 +7,7 @@ from dataclasses import fields
 import torch
 
 from config import Config, UserError
-from models import Discriminator, Generator
+from models import Discriminator, arch_arg_names, build_from_args
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -63,11 +63,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
 def model_args(cfg: Config) -> dict:
     """The generator's own constructor arguments, saved beside its weights (nanoGPT's model_args):
     loading a generator needs only these, so renaming a training field never breaks old weights."""
-    return {"nf": cfg.nf, "attention": cfg.attention, "prefill": cfg.prefill}
+    return {"arch": cfg.arch, **{name: getattr(cfg, name) for name in arch_arg_names(cfg.arch)}}
 
 
-def build_generator(cfg: Config) -> Generator:
-    return Generator(**model_args(cfg))
+def build_generator(cfg: Config) -> torch.nn.Module:
+    return build_from_args(model_args(cfg))
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
@@ -75,15 +75,19 @@ def build_discriminator(cfg: Config) -> Discriminator:
 
 
 def saved_config(ckpt: dict) -> Config:
-    """The checkpoint's config; fields this version no longer has are dropped (old weights keep loading)."""
+    """The checkpoint's config; fields this version no longer has are dropped (old weights keep loading),
+    fields added since take the value those runs had (config.SAVED_BEFORE)."""
     known = {f.name for f in fields(Config)}
-    return Config(**{k: v for k, v in ckpt["config"].items() if k in known})
+    return Config.from_saved({k: v for k, v in ckpt["config"].items() if k in known})
 
 
 def saved_model_args(ckpt: dict) -> dict:
-    """The generator's constructor arguments a checkpoint was saved with (from its config in checkpoints
-    written before model_args were saved)."""
-    return ckpt.get("model_args") or model_args(saved_config(ckpt))
+    """The generator's architecture and constructor arguments a checkpoint was saved with: {"arch": name,
+    **arguments}. Checkpoints written before the registry saved no "arch" (U-Nets, all of them), and those
+    before model_args existed only their config."""
+    if ckpt.get("model_args"):
+        return {"arch": "unet", **ckpt["model_args"]}
+    return model_args(saved_config(ckpt))
 
 
 def generator_from_checkpoint(ckpt: dict) -> tuple:
@@ -92,7 +96,7 @@ def generator_from_checkpoint(ckpt: dict) -> tuple:
 
     The moving average of the weights is the generator when the run kept one (it is what validated)."""
     cfg = saved_config(ckpt)
-    g = Generator(**saved_model_args(ckpt))
+    g = build_from_args(saved_model_args(ckpt))
     g.load_state_dict(ckpt.get("generator_ema", ckpt["generator"]))
     return g.eval(), cfg
 
@@ -105,7 +109,8 @@ class TrainingState:
 
     def __init__(self, cfg: Config, g, d, opt_g, opt_d, g_ema=None, scaler=None):
         self.cfg, self.g, self.d, self.opt_g, self.opt_d, self.g_ema, self.scaler = cfg, g, d, opt_g, opt_d, g_ema, scaler
-        self.epoch = self.step_in_epoch = self.bad_steps = 0
+        self.epoch = self.step_in_epoch = self.bad_steps = self.images_seen = 0
+        self.train_seconds = 0.0
         self.history, self.best, self.partial = [], None, {}
 
     def state_dict(self, world_size: int = 1) -> dict:
@@ -116,6 +121,7 @@ class TrainingState:
                 "opt_g": self.opt_g.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "history": self.history,
                 "best": self.best, "bad_steps": self.bad_steps, "partial_epoch": self.partial,
+                "images_seen": self.images_seen, "train_seconds": self.train_seconds,
                 "world_size": world_size, "torch_version": str(torch.__version__)}
 
     def load_state_dict(self, ckpt: dict):
@@ -131,6 +137,7 @@ class TrainingState:
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         self.history, self.best, self.bad_steps = ckpt["history"], ckpt["best"], ckpt.get("bad_steps", 0)
         self.partial = ckpt.get("partial_epoch") or {}
+        self.images_seen, self.train_seconds = ckpt.get("images_seen", 0), ckpt.get("train_seconds", 0.0)
 
 
 def shipped_state(ckpt: dict) -> dict:

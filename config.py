@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from masks import MASK_KINDS, parse_mix
+from models import ARCHITECTURES, arch_arg_names
 
 DATA_ENV = "INPAINT_DATA_DIR"  # environment variable naming the image folder when --data-dir is not given
 
@@ -26,14 +27,14 @@ def F(default, help: str):
 class Config:
     # --- data ---
     data_dir: str = F("", f"image folder or CelebA root (img_align_celeba/ + list_eval_partition.txt); default ${DATA_ENV}")
-    image_size: int = F(200, "side of the square training images in pixels; must be divisible by 8")
+    image_size: int = F(200, "side of the square images in pixels (training crops come from them); a multiple of 8, which every architecture needs")
     val_fraction: float = F(0.1, "fraction of the sorted file list used for validation when there is no CelebA partition file")
     test_fraction: float = F(0.1, "fraction of the sorted file list held out for testing (the last files)")
     max_images: int = F(0, "use only the first N images of the sorted list before splitting (0 = all)")
     cache_mb: int = F(2048, "decode the whole split into RAM as uint8 when it fits this many MB, else stream from disk")
     workers: int = F(2, "DataLoader worker processes when streaming from disk (unused with the RAM cache)")
     # --- holes ---
-    mask: str = F("square", "training hole shape: square (the seed's), boxes, strokes (free-form brush) or mixed")
+    mask: str = F("mixed", "training hole shape: square (the seed's), boxes, strokes (free-form brush) or mixed")
     mask_mix: str = F("square:1,boxes:1,strokes:2", "relative weights of the kinds when mask=mixed")
     hole_size: int = F(32, "side of the square hole in pixels")
     holes: int = F(6, "squares per training image whenever a square hole is drawn (more supervised pixels per step); boxes and strokes ignore it; evaluation keeps one")
@@ -47,8 +48,13 @@ class Config:
     # --- augmentation ---
     hflip: bool = F(True, "augmentation: random horizontal flips")
     color_jitter: float = F(0.1, "augmentation: max relative brightness/contrast change (0 = off)")
-    # --- model ---
-    nf: int = F(32, "base channels of the generator U-Net (seed: 64)")
+    crop: int = F(128, "train on this random N x N window of each image and its holes (drawn on the whole image; 0 = whole images); validation stays on whole images")
+    crop_fraction: float = F(1.0, "fraction of the run trained on --crop windows; the steps after it train on whole images (a resolution schedule)")
+    # --- model (the generator's arguments: models.ARCHITECTURES says which belong to which arch) ---
+    arch: str = F("dilated", "generator architecture: dilated (CPU-shaped U-Net with dilated residual blocks at 1/8) or unet (the seed's)")
+    nf: int = F(32, "unet: base channels (seed: 64)")
+    width: int = F(32, "dilated: channels at 1/2 resolution (2x at 1/4, 4x at 1/8)")
+    blocks: int = F(8, "dilated: residual blocks (dilations 1, 2, 4, 8, ...) at 1/8 resolution")
     attention: bool = F(True, "self-attention at 1/8 resolution in the generator")
     prefill: bool = F(False, "fill holes with a cheap smooth (push-pull) fill and predict a correction to it")
     init_from: str = F("", "start the generator (and its moving average) from this checkpoint's weights, e.g. weights/generator.pt for a fine-tune")
@@ -69,11 +75,12 @@ class Config:
     lr_g: float = F(1e-3, "Adam learning rate of the generator")
     lr_d: float = F(2e-4, "Adam learning rate of the discriminator")
     lr_schedule: str = F("cosine", "constant, or cosine: both learning rates decay to 0 over the run's epochs")
-    warmup_steps: int = F(0, "steps over which both learning rates rise linearly from 0 before the schedule")
+    warmup_steps: int = F(100, "steps over which both learning rates rise linearly from 0 before the schedule")
     grad_clip: float = F(0.0, "clip each network's gradient norm to this before its step (0 = off)")
     ema: float = F(0.999, "decay of the moving average of generator weights used to validate and inpaint (0 = off)")
     beta1: float = F(0.5, "Adam beta1 for both networks")
     beta2: float = F(0.999, "Adam beta2 for both networks")
+    max_minutes: float = F(0.0, "stop cleanly (last.pt saved, as on Ctrl-C) once the run has trained this many minutes in all, resumes included (0 = no limit)")
     max_bad_steps: int = F(20, "stop after this many consecutive steps with a NaN/inf loss (each is skipped)")
     collapse_db: float = F(3.0, "stop when validation hole PSNR falls below mean fill's after beating it by this many dB (0 = off)")
     seed: int = F(0, "seed of model init, data order, training holes and augmentation")
@@ -95,14 +102,21 @@ class Config:
     preset: str = F("default", "preset the other values were resolved from (informational)")
 
     def validate(self) -> "Config":
-        """Reject values that would fail later; called before any data is read."""
+        """Reject values that would fail later; called before any data is read. Every bad value is listed."""
         errors = []
 
         def need(ok, name, why):
             if not ok:
                 errors.append(f"--{name.replace('_', '-')}={getattr(self, name)!r}: {why}")
 
-        need(self.image_size >= 16 and self.image_size % 8 == 0, "image_size", "must be a multiple of 8 and at least 16 (the U-Net pools three times)")
+        for check in (self._check_data_and_holes, self._check_model, self._check_training):
+            check(need, errors)
+        if errors:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+        return self
+
+    def _check_data_and_holes(self, need, errors: list):
+        need(self.image_size >= 16, "image_size", "must be at least 16")
         need(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         need(0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test fractions must leave training images")
         need(self.max_images >= 0, "max_images", "must be >= 0")
@@ -129,8 +143,20 @@ class Config:
             need(hi >= self.min_hole_fraction and lo <= self.max_hole_fraction, "max_hole_fraction",
                  f"square holes cover {lo:.1%}-{hi:.1%} of the image, outside the hole-fraction bounds")
         need(0 <= self.color_jitter < 1, "color_jitter", "must be in [0, 1)")
+
+    def _check_model(self, need, errors: list):
+        need(self.arch in ARCHITECTURES, "arch", f"must be one of {', '.join(ARCHITECTURES)}")
         need(self.nf >= 8 and self.nf % 8 == 0, "nf", "must be a multiple of 8 (attention projects to nf/2 channels)")
+        need(self.width >= 8 and self.width % 8 == 0, "width", "must be a multiple of 8 (attention projects to width/2 channels)")
+        need(self.blocks >= 0, "blocks", "must be >= 0")
+        multiple = ARCHITECTURES[self.arch][1].size_multiple if self.arch in ARCHITECTURES else 8
+        need(self.image_size % multiple == 0, "image_size", f"must be a multiple of {multiple} for --arch {self.arch}")
+        need(self.crop == 0 or (32 <= self.crop <= self.image_size and self.crop % multiple == 0), "crop",
+             f"must be 0 (whole images) or a multiple of {multiple} (what --arch {self.arch} takes) from 32 to "
+             f"--image-size {self.image_size}")
         need(self.d_nf >= 1, "d_nf", "must be >= 1")
+
+    def _check_training(self, need, errors: list):
         for w in ("w_adv", "w_l1", "w_edge", "w_ssim", "w_l2"):
             need(math.isfinite(getattr(self, w)) and getattr(self, w) >= 0, w, "must be a finite number >= 0")
         need(self.w_l1 + self.w_edge + self.w_ssim + self.w_l2 > 0, "w_l1", "at least one reconstruction loss weight must be > 0")
@@ -143,9 +169,9 @@ class Config:
             need(0 <= getattr(self, b) < 1, b, "must be in [0, 1)")
         need(self.lr_schedule in ("constant", "cosine"), "lr_schedule", "must be constant or cosine")
         need(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        for name in ("grad_clip", "collapse_db"):
+        for name in ("grad_clip", "collapse_db", "max_minutes"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "must be a finite number >= 0")
-        for name in ("adv_start", "adv_ramp"):
+        for name in ("adv_start", "adv_ramp", "crop_fraction"):
             need(0 <= getattr(self, name) <= 1, name, "must be a fraction of the run in [0, 1]")
         need(0 <= self.ema < 1, "ema", "must be in [0, 1) (0 turns the average off)")
         need(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
@@ -160,9 +186,6 @@ class Config:
         need(self.threads >= 0, "threads", "must be >= 0")
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need("/" not in self.run_name and self.run_name not in (".", ".."), "run_name", "must be a plain folder name")
-        if errors:
-            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -175,6 +198,12 @@ class Config:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**values)
 
+    @classmethod
+    def from_saved(cls, values: dict) -> "Config":
+        """A config saved by a run (config.json, a checkpoint): fields it lacks because they were added
+        later take the value every such run had (SAVED_BEFORE), not today's defaults."""
+        return cls.from_dict({**SAVED_BEFORE, **values})
+
 
 class UserError(Exception):
     """Base of every error the user must fix (a flag, a file, a folder): each CLI ends on these with its
@@ -185,16 +214,20 @@ class ConfigError(UserError, ValueError):
     """A config value or flag the user must fix; the message names it."""
 
 
+# Fields added after runs had been saved, with the value those runs had: a run from before the architecture
+# switch is a U-Net trained on whole images.
+SAVED_BEFORE = {"arch": "unet", "crop": 0}
+
 # Presets change only what differs from the field defaults (the default recipe, chosen on the
 # validation split: docs/experiments.md). The seed's recipe as written is kept as its own preset.
-SEED_RECIPE = {"nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
+SEED_RECIPE = {"arch": "unet", "crop": 0, "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
                "ema": 0.0, "epochs": 20, "best_metric": "ssim"}
 PRESETS = {
     "default": {},
     "seed": SEED_RECIPE,
     "whole": {**SEED_RECIPE, "nf": 32, "epochs": 30, "loss_region": "whole"},
-    "tiny": {"w_adv": 1.0, "holes": 2, "image_size": 32, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
-             "epochs": 2, "batch_size": 4, "max_images": 40, "max_val_images": 8, "grid_images": 4,
+    "tiny": {"w_adv": 1.0, "holes": 2, "image_size": 32, "crop": 0, "width": 8, "blocks": 2, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
+             "warmup_steps": 0, "epochs": 2, "batch_size": 4, "max_images": 40, "max_val_images": 8, "grid_images": 4,
              "workers": 0, "log_every": 2, "val_lpips_images": 0},  # LPIPS's 2.5 s load is most of a smoke run
 }
 
@@ -236,11 +269,27 @@ def resolve_config(args: argparse.Namespace) -> Config:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     resolved = {**PRESETS[preset], **values, "preset": preset}
     names = {f.name for f in fields(Config)}
-    resolved.update({k: v for k, v in vars(args).items() if k in names and k != "preset"})
+    flags = {k: v for k, v in vars(args).items() if k in names and k != "preset"}
+    resolved.update(flags)
     cfg = Config.from_dict(resolved)
+    check_arch_args(cfg, set(flags))
     if not cfg.data_dir:
         cfg.data_dir = os.environ.get(DATA_ENV, "")
     return cfg.validate()
+
+
+def check_arch_args(cfg: Config, given: set):
+    """Reject a flag of another architecture's argument (e.g. --nf with --arch dilated), which would be
+    ignored silently; checked before any data is read. Config files and presets may hold every
+    architecture's arguments (a saved config does): only the architecture's own are used."""
+    if cfg.arch not in ARCHITECTURES:
+        return
+    own = set(arch_arg_names(cfg.arch))
+    foreign = sorted(n for n in given & {n for a in ARCHITECTURES for n in arch_arg_names(a)} if n not in own)
+    if foreign:
+        flags = ", ".join("--" + n.replace("_", "-") for n in foreign)
+        raise ConfigError(f"{flags}: not an argument of --arch {cfg.arch} (its arguments: "
+                          f"{', '.join('--' + n.replace('_', '-') for n in arch_arg_names(cfg.arch))})")
 
 
 def format_config(cfg: Config) -> str:

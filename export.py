@@ -3,7 +3,8 @@
     python export.py                                  # newest run's best.pt (or the shipped weights) -> same name .onnx
     python export.py --checkpoint out/RUN/best.pt -o model.onnx
 
-Inputs: image (B, 3, H, W) in [-1, 1] with H, W multiples of 8, and mask (B, 1, H, W), 1 = hole.
+Inputs: image (B, 3, H, W) in [-1, 1] with H, W multiples of 8 (every architecture's size_multiple), and
+mask (B, 1, H, W), 1 = hole.
 Output: the inpainted image (B, 3, H, W) in [-1, 1]: models.inpaint() exported whole, so hole pixels come from
 the generator and every known pixel is the input's.
 Run it with onnxruntime, e.g. python inpaint.py PHOTO --box x,y,w,h -o OUT.png --engine onnx.
@@ -19,19 +20,21 @@ from checkpoints import default_checkpoint, generator_from_checkpoint, load_chec
 from config import UserError
 from models import Inpaint
 
-MAX_SIDE_OVER_8 = 1024  # the exported graph accepts up to 8192 px per side
+MAX_SIDE = 8192  # the exported graph accepts up to this many px per side
 
 
 def export_onnx(generator: torch.nn.Module, path: str, size: int = 200) -> str:
-    """Write inpaint() with `generator` (fp32, eval) to `path` as one self-contained ONNX file."""
+    """Write inpaint() with `generator` (any architecture; fp32, eval) to `path` as one self-contained ONNX
+    file whose batch, height and width are dynamic (sides multiples of the architecture's size_multiple)."""
+    k = type(generator).size_multiple
     g = Inpaint(generator.float().eval().to("cpu"))
     x = torch.rand(2, 3, size, size) * 2 - 1
     m = torch.zeros(2, 1, size, size)
     m[..., size // 4: size // 2, size // 4: size // 2] = 1
     batch = torch.export.Dim("batch", min=1, max=4096)
-    h8 = torch.export.Dim("h8", min=2, max=MAX_SIDE_OVER_8)  # height = 8 * h8: the U-Net pools three times
-    w8 = torch.export.Dim("w8", min=2, max=MAX_SIDE_OVER_8)
-    shapes = {"image": {0: batch, 2: 8 * h8, 3: 8 * w8}, "mask": {0: batch, 2: 8 * h8, 3: 8 * w8}}
+    hk = torch.export.Dim("h_over_k", min=2, max=MAX_SIDE // k)  # height = k * h_over_k
+    wk = torch.export.Dim("w_over_k", min=2, max=MAX_SIDE // k)
+    shapes = {"image": {0: batch, 2: k * hk, 3: k * wk}, "mask": {0: batch, 2: k * hk, 3: k * wk}}
     tmp = path + ".partial"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use

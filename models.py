@@ -1,8 +1,12 @@
-"""Generator (U-Net + self-attention), PatchGAN discriminator, and the one inpaint function with the
-conversions between uint8 pixels and the model's [-1, 1] range. No I/O here.
+"""Generators (a registry of architectures, each with a dataclass of its constructor arguments), the
+PatchGAN discriminator, and the one inpaint function with the conversions between uint8 pixels and the
+model's [-1, 1] range. No I/O here.
 
-Shapes use B = batch, nf = base channels, H = W = image size (divisible by 8).
+Shapes use B = batch, H, W = image size (a multiple of the architecture's `size_multiple`).
 """
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -91,8 +95,9 @@ def concat_skip(up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 class SelfAttention(nn.Module):
     """SAGAN-style attention over all positions; gamma starts at 0 so it begins as identity."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, scale: "float | None" = 1.0):
         super().__init__()
+        self.scale = scale  # 1 = the seed's unscaled softmax(QK^T); None = 1 / sqrt(C/8), as transformers scale
         self.query = nn.Conv2d(channels, channels // 8, 1)
         self.key = nn.Conv2d(channels, channels // 8, 1)
         self.value = nn.Conv2d(channels, channels, 1)
@@ -104,8 +109,7 @@ class SelfAttention(nn.Module):
         q = self.query(x).flatten(2).transpose(1, 2).unsqueeze(1)  # B, 1, HW, C/8
         k = self.key(x).flatten(2).transpose(1, 2).unsqueeze(1)    # B, 1, HW, C/8
         v = self.value(x).flatten(2).transpose(1, 2).unsqueeze(1)  # B, 1, HW, C
-        # scale=1 keeps the seed's unscaled softmax(QK^T) attention.
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)    # B, 1, HW, C
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # B, 1, HW, C
         out = out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
         return x + self.gamma * out
 
@@ -138,13 +142,41 @@ def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters:
     return fill
 
 
-class Generator(nn.Module):
-    """U-Net: 4-channel input (masked RGB in [-1, 1] + hole mask), RGB output in [-1, 1].
+def check_size(model: nn.Module, image: torch.Tensor):
+    h, w = image.shape[-2:]
+    k = model.size_multiple
+    if h % k or w % k:
+        raise ValueError(f"image size {h}x{w} is not a multiple of {k}, which {type(model).__name__} needs "
+                         "(use e.g. --image-size 200 or 256)")
+
+
+def network_input(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> tuple:
+    """(B, 4, H, W input, the smooth fill or None): the masked image (holes zeroed, or with `prefill` filled
+    by smooth_fill) beside the mask. Hole pixels never reach the network."""
+    check_size(model, image)
+    if model.prefill:
+        fill = smooth_fill(image.float(), mask.float()).to(image.dtype)  # B, 3, H, W; known pixels kept
+        return torch.cat([fill, mask], dim=1), fill
+    return torch.cat([image * (1 - mask), mask], dim=1), None
+
+
+def network_output(out: torch.Tensor, fill: "torch.Tensor | None") -> torch.Tensor:
+    """The generator's RGB: the network's output (after tanh), or with a prefill that fill plus the
+    network's correction, clipped to [-1, 1]."""
+    return out if fill is None else (fill + out.float()).clamp(-1, 1).to(out.dtype)
+
+
+class UNet(nn.Module):
+    """The seed's U-Net: 4-channel input (masked RGB in [-1, 1] + hole mask), RGB output in [-1, 1]; three
+    full convolution blocks at full, 1/2 and 1/4 resolution, self-attention and one block at 1/8.
 
     With prefill, the holes of the input are filled with smooth_fill instead of zeros and the
     network predicts a correction to that fill (output = fill + last conv, clipped to [-1, 1]) rather
     than the colours from scratch; the parameters are the same.
     """
+
+    size_multiple = 8  # it pools three times
+    skips = [("enc3", "dec3"), ("enc2", "dec2"), ("enc1", "dec1")]  # (block, block whose input it joins): the diagram's
 
     def __init__(self, nf: int = 64, attention: bool = True, prefill: bool = False):
         super().__init__()
@@ -169,15 +201,7 @@ class Generator(nn.Module):
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h, w = image.shape[-2:]
-        if h % 8 or w % 8:
-            raise ValueError(f"image size {h}x{w} is not divisible by 8; the U-Net pools three times "
-                             "(use e.g. --image-size 200 or 256)")
-        if self.prefill:
-            fill = smooth_fill(image.float(), mask.float()).to(image.dtype)  # B, 3, H, W; known pixels kept
-            x = torch.cat([fill, mask], dim=1)                # B, 4, H, W
-        else:
-            x = torch.cat([image * (1 - mask), mask], dim=1)  # B, 4, H, W (hole pixels zeroed)
+        x, fill = network_input(self, image, mask)      # B, 4, H, W
         e1 = self.enc1(x)                                # B, nf, H, W
         e2 = self.enc2(F.max_pool2d(e1, 2))              # B, 2nf, H/2, W/2
         e3 = self.enc3(F.max_pool2d(e2, 2))              # B, 4nf, H/4, W/4
@@ -186,7 +210,125 @@ class Generator(nn.Module):
         d3 = self.dec3(concat_skip(self.up(b), e3))      # B, 4nf, H/4, W/4
         d2 = self.dec2(concat_skip(self.up(d3), e2))     # B, 2nf, H/2, W/2
         out = self.dec1(concat_skip(self.up(d2), e1))    # B, 3, H, W
-        return (fill + out.float()).clamp(-1, 1).to(out.dtype) if self.prefill else out
+        return network_output(out, fill)
+
+
+def conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution that keeps the size (or halves it with stride 2)."""
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation)
+
+
+GROUPS = 8  # channel groups of the dilated blocks' GroupNorm
+
+
+def act() -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(act(conv_dilated(act(norm(x))))): pre-normalised, the first convolution dilated to widen the
+    receptive field. The normalisation (GroupNorm, per image: crops and batch sizes do not change it) keeps
+    every branch's input at unit scale; without it a stack of 8 blocks at lr 1e-3 blew its activations up
+    to 1e13 within 400 steps (docs/experiments.md). The branch starts small (last weights x 0.1), so the
+    stack begins close to the identity."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.branch = nn.Sequential(nn.GroupNorm(GROUPS, channels), act(), conv(channels, channels, dilation), act(),
+                                    conv(channels, channels))
+        with torch.no_grad():
+            self.branch[-1].weight.mul_(0.1)
+            self.branch[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+def upsample(cin: int, cout: int) -> nn.Sequential:
+    """x2 upsampling as a 1x1 convolution to 4 x cout channels and a pixel shuffle (no interpolation kernel,
+    whose CPU backward is slow)."""
+    return nn.Sequential(nn.Conv2d(cin, 4 * cout, 1), nn.PixelShuffle(2), act())
+
+
+class DilatedUNet(nn.Module):
+    """A generator laid out for CPUs: nothing runs at full resolution but the pixel (un)shuffles.
+
+    A 2x2 space-to-depth stem keeps every input pixel (16 channels at 1/2 resolution), a U-Net runs over
+    1/2, 1/4 and 1/8 with `width`, 2x and 4x channels, and at 1/8 `blocks` residual blocks with dilations
+    1, 2, 4, 8, 1, 2, ... (plus optional self-attention) see the whole face: wide convolutions at low
+    resolution, which this CPU runs best. The head sees the last features beside the unshuffled input, so
+    the exact neighbours of a thin stroke reach its output, and pixel-shuffles 12 channels to RGB at full
+    resolution. Input and output as UNet's (masked RGB + mask in, RGB in [-1, 1] out; `prefill` as there).
+    """
+    size_multiple = 8
+    skips = [("down2", "dec2"), ("stem", "dec1"), ("input", "head")]
+
+    def __init__(self, width: int = 32, blocks: int = 8, attention: bool = True, prefill: bool = False):
+        super().__init__()
+        c1, c2, c3 = width, 2 * width, 4 * width
+        self.prefill = prefill
+        self.stem = nn.Sequential(nn.PixelUnshuffle(2), conv(16, c1), act(), conv(c1, c1), act())
+        self.down2 = nn.Sequential(conv(c1, c2, stride=2), act(), conv(c2, c2), act())
+        self.down3 = nn.Sequential(conv(c2, c3, stride=2), act())
+        self.middle = nn.Sequential(*[ResidualBlock(c3, 2 ** (i % 4)) for i in range(blocks)],
+                                    nn.GroupNorm(GROUPS, c3), act())
+        self.attention = SelfAttention(c3, scale=None) if attention else nn.Identity()
+        self.up3 = upsample(c3, c2)
+        self.dec2 = nn.Sequential(conv(2 * c2, c2), act(), conv(c2, c2), act())
+        self.up2 = upsample(c2, c1)
+        self.dec1 = nn.Sequential(conv(2 * c1, c1), act(), conv(c1, c1), act())
+        self.head = nn.Sequential(conv(c1 + 16, 12), nn.PixelShuffle(2), nn.Identity() if prefill else nn.Tanh())
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x, fill = network_input(self, image, mask)       # B, 4, H, W
+        s = self.stem(x)                                  # B, w, H/2, W/2
+        e2 = self.down2(s)                                # B, 2w, H/4, W/4
+        b = self.attention(self.middle(self.down3(e2)))  # B, 4w, H/8, W/8
+        d2 = self.dec2(concat_skip(self.up3(b), e2))      # B, 2w, H/4, W/4
+        d1 = self.dec1(concat_skip(self.up2(d2), s))      # B, w, H/2, W/2
+        out = self.head(concat_skip(d1, F.pixel_unshuffle(x, 2)))  # B, 3, H, W
+        return network_output(out, fill)
+
+
+# --- the architecture registry: a new generator is one class, one argument dataclass and one entry ---
+
+@dataclass
+class UNetArgs:
+    nf: int = 64  # base channels (seed: 64; 1x, 2x, 4x at full, 1/2, 1/4 resolution)
+    attention: bool = True  # self-attention at 1/8 resolution
+    prefill: bool = False  # predict a correction to smooth_fill instead of colours from scratch
+
+
+@dataclass
+class DilatedArgs:
+    width: int = 32  # channels at 1/2 resolution (2x at 1/4, 4x at 1/8)
+    blocks: int = 8  # dilated residual blocks at 1/8 resolution
+    attention: bool = True  # self-attention at 1/8 resolution, after the blocks
+    prefill: bool = False  # predict a correction to smooth_fill instead of colours from scratch
+
+
+ARCHITECTURES = {"unet": (UNetArgs, UNet), "dilated": (DilatedArgs, DilatedUNet)}
+
+
+def arch_arg_names(arch: str) -> tuple:
+    return tuple(f.name for f in dataclasses.fields(ARCHITECTURES[arch][0]))
+
+
+def describe(model_args: dict) -> str:
+    """'dilated (width 32, blocks 8, attention True, prefill False)': a title for tables and figures."""
+    args = {"arch": "unet", **model_args}
+    return f"{args.pop('arch')} (" + ", ".join(f"{k} {v}" for k, v in args.items()) + ")"
+
+
+def build_from_args(model_args: dict) -> nn.Module:
+    """The generator a checkpoint's model_args describe: {"arch": name, **that architecture's arguments};
+    model_args saved before the registry existed have no "arch" and are the U-Net's."""
+    args = dict(model_args)
+    arch = args.pop("arch", "unet")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; this version knows {', '.join(ARCHITECTURES)}")
+    args_cls, cls = ARCHITECTURES[arch]
+    return cls(**dataclasses.asdict(args_cls(**args)))
 
 
 class Discriminator(nn.Module):
@@ -211,7 +353,7 @@ def count_parameters(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def block_output_shapes(generator: Generator, size: int) -> dict:
+def block_output_shapes(generator: nn.Module, size: int) -> dict:
     """{block name: output shape (C, H, W)} for one size x size input, in forward order."""
     p = next(generator.parameters())  # the probe lives where the model does
     shapes, hooks = {}, []
@@ -226,7 +368,7 @@ def block_output_shapes(generator: Generator, size: int) -> dict:
     return shapes
 
 
-def parameter_table(generator: Generator) -> dict:
+def parameter_table(generator: nn.Module) -> dict:
     """Parameters per named block, in forward order, plus the total."""
     table = {name: count_parameters(child) for name, child in generator.named_children()}
     table["total"] = count_parameters(generator)

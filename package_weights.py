@@ -22,6 +22,7 @@ import torch
 from checkpoints import (SHIPPED_WEIGHTS, atomic_save, load_checkpoint, shipped_state,
                          run_checkpoint)
 from config import ConfigError, UserError
+from models import describe
 from results import run_results
 
 WEIGHTS_DIR = os.path.dirname(SHIPPED_WEIGHTS)
@@ -61,9 +62,9 @@ def readme(cfg: dict, payload: dict, results: dict, digest: str, size: int, run_
         f"- **Data**: the 819-image training split of the 1,024 aligned CelebA images (sorted list: 80/10/10, "
         f"the last {results['images']} images are the test set), centre-cropped and resized to {cfg['image_size']} px",
         "- **Recipe**: `python main.py --data-dir ../shared/data_celeb` (the default preset; full config in "
-        "`config.json`): " + ", ".join(f"{k} {cfg[k]}" for k in ("nf", "holes", "w_adv", "w_l1", "w_l2", "w_edge",
-                                                                  "w_ssim", "lr_g", "lr_schedule", "ema",
-                                                                  "batch_size", "epochs")),
+        "`config.json`): generator " + describe(payload["model_args"]) + ", " + ", ".join(
+            f"{k} {cfg[k]}" for k in ("crop", "mask", "holes", "w_adv", "w_l1", "w_l2", "w_edge", "w_ssim", "lr_g",
+                                      "lr_schedule", "ema", "batch_size", "epochs") if k in cfg),
         f"- **Budget**: {payload['epoch']} epochs, {seconds / 60:.0f} minutes of training steps (plus per-epoch validation) on a 2-core CPU "
         f"(bf16 autocast); last validation: hole PSNR {last['val_psnr']:.2f} dB, SSIM {last['val_ssim']:.3f}",
         f"- **Source run**: `{run_dir}` (training history in `metrics.csv`)",

@@ -50,9 +50,9 @@ def save_training_plot(history: list, path: str):
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     curves = [(f"train_{name}", f"train {LABELS.get(name, name)}") for name in RECONSTRUCTION]
     for key, label in curves + [("val_l1", "val hole L1"), ("val_edge", "val hole edge")]:
-        if key not in history[0]:  # runs from before a term was added
+        if key not in history[-1]:  # runs from before a term was added
             continue
-        axes[0].plot(epochs, [h[key] for h in history], marker=".", label=label)
+        axes[0].plot(epochs, [h.get(key, math.nan) for h in history], marker=".", label=label)
     axes[0].set_title("reconstruction losses")
     gan = [(k, label) for k, label in (("train_gan_g", "train G adv"), ("train_gan_d", "train D"),
                                         ("val_gan_g", "val G adv"), ("val_gan_d", "val D")) if k in history[-1]]
@@ -101,47 +101,47 @@ def save_mask_examples(masks_by_kind: dict, path: str, image: "torch.Tensor | No
     plt.close(fig)
 
 
-# (column, row) of each generator block in the U-shaped architecture diagram; row 0 = full resolution
-_DIAGRAM_POSITIONS = {"enc1": (0, 0), "enc2": (1, 1), "enc3": (2, 2), "attention": (3, 3), "bottleneck": (4, 3),
-                      "dec3": (5, 2), "dec2": (6, 1), "dec1": (7, 0)}
-_DIAGRAM_EDGES = [("enc1", "enc2", "max-pool"), ("enc2", "enc3", "max-pool"), ("enc3", "attention", "max-pool"),
-                  ("attention", "bottleneck", ""), ("bottleneck", "dec3", "up x2"), ("dec3", "dec2", "up x2"),
-                  ("dec2", "dec1", "up x2")]
-_DIAGRAM_SKIPS = [("enc3", "dec3"), ("enc2", "dec2"), ("enc1", "dec1")]
-
-
-def save_architecture_diagram(params: dict, shapes: dict, path: str, title: str):
-    """The generator's U-Net as blocks (name, parameters, output shape) with pooling, upsampling and
-    skip connections; `params` and `shapes` come from the model itself (models.parameter_table and
-    models.block_output_shapes), so the figure cannot drift from the code."""
-    fig, ax = plt.subplots(figsize=(12, 4.6))
-    w, h = 1.25, 0.62
-    centre = {name: (x * 1.5, -y * 1.05) for name, (x, y) in _DIAGRAM_POSITIONS.items()}
-    for name, (cx, cy) in centre.items():
-        colour = "#f6d7a7" if name == "attention" else ("#cfe3f6" if name.startswith("enc") else "#d8efd3")
+def save_architecture_diagram(params: dict, shapes: dict, skips: list, path: str, title: str):
+    """Any generator as its blocks in forward order (name, parameters, output shape), each drawn at the
+    depth of its output resolution, with the resolution changes between them and its skip connections
+    (dashed). `params`, `shapes` and `skips` come from the model itself (models.parameter_table,
+    models.block_output_shapes and the class's `skips`), so the figure cannot drift from the code."""
+    names = [n for n in shapes]
+    full = max(s[1] for s in shapes.values())
+    level = {n: round(math.log2(full / shapes[n][1])) for n in names}
+    level["input"] = 0
+    col = {"input": 0, **{n: i + 1 for i, n in enumerate(names)}}
+    deepest = names.index(max(names, key=lambda n: level[n]))
+    fig, ax = plt.subplots(figsize=(1.45 * len(col) + 1, 1.1 * (max(level.values()) + 1) + 1.4))
+    w, h = 1.2, 0.62
+    centre = {n: (col[n] * 1.45, -level[n] * 1.05) for n in col}
+    for i, name in enumerate(["input"] + names):
+        cx, cy = centre[name]
+        colour = ("#eeeeee" if name == "input" else "#f6d7a7" if "attention" in name else
+                  "#e3d7f0" if level[name] == level[names[deepest]] else "#cfe3f6" if i - 1 < deepest else "#d8efd3")
         ax.add_patch(plt.Rectangle((cx - w / 2, cy - h / 2), w, h, facecolor=colour, edgecolor="#333", lw=1))
-        c, hh, ww = shapes[name]
         ax.text(cx, cy + 0.13, name, ha="center", va="center", fontsize=9, weight="bold")
+        if name == "input":
+            ax.text(cx, cy - 0.12, "masked RGB\n+ hole mask", ha="center", va="center", fontsize=7)
+            continue
+        c, hh, ww = shapes[name]
         ax.text(cx, cy - 0.06, f"{params[name]:,} params", ha="center", va="center", fontsize=7)
         ax.text(cx, cy - 0.21, f"out {c}x{hh}x{ww}", ha="center", va="center", fontsize=7, color="#444")
-    for a, b, label in _DIAGRAM_EDGES:
+    order = ["input"] + names
+    for a, b in zip(order, order[1:]):
         (x0, y0), (x1, y1) = centre[a], centre[b]
-        ax.annotate("", xy=(x1 - w / 2 if y1 == y0 else x1, y1 + (h / 2 if y1 < y0 else -h / 2 if y1 > y0 else 0)),
-                    xytext=(x0 + w / 2 if y1 == y0 else x0, y0 - (h / 2 if y1 < y0 else -h / 2 if y1 > y0 else 0)),
-                    arrowprops=dict(arrowstyle="->", color="#333"))
-        if label:
-            ax.text((x0 + x1) / 2 + 0.12, (y0 + y1) / 2, label, fontsize=7, color="#555")
-    for a, b in _DIAGRAM_SKIPS:
-        (x0, y0), (x1, _) = centre[a], centre[b]
-        ax.annotate("", xy=(x1 - w / 2, y0), xytext=(x0 + w / 2, y0),
-                    arrowprops=dict(arrowstyle="->", color="#2a6fb0", ls="--"))
-        ax.text((x0 + x1) / 2, y0 + 0.05, "skip (concat)", ha="center", fontsize=7, color="#2a6fb0")
-    x_in, y_in = centre["enc1"]
-    ax.text(x_in, y_in + 0.55, "input: masked RGB + hole mask (4 channels)", ha="center", fontsize=8)
-    x_out, y_out = centre["dec1"]
-    ax.text(x_out, y_out + 0.55, "output: RGB (tanh); pasted into the hole", ha="center", fontsize=8)
-    ax.set_title(f"{title}: {params['total']:,} parameters", fontsize=10)
-    ax.set_xlim(-1, 11.6), ax.set_ylim(-3.7, 0.9)
+        ax.annotate("", xy=(x1 - w / 2, y1), xytext=(x0 + w / 2, y0), arrowprops=dict(arrowstyle="->", color="#333"))
+        change = level[b] - level[a]
+        if change:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, "/2" if change > 0 else "x2", fontsize=7, color="#555")
+    for a, b in skips:
+        (x0, y0), (x1, y1) = centre[a], centre[b]
+        y = max(y0, y1) + h / 2 + 0.06
+        ax.plot([x0, x0, x1, x1], [y0 + h / 2, y, y, y1 + h / 2], color="#2a6fb0", ls="--", lw=1)
+        ax.text((x0 + x1) / 2, y + 0.04, "skip (concat)", ha="center", fontsize=7, color="#2a6fb0")
+    ax.set_title(f"{title}: {params['total']:,} parameters; output RGB pasted into the hole", fontsize=10)
+    ax.set_xlim(-1, max(c for c in centre.values())[0] + 1)
+    ax.set_ylim(-max(level.values()) * 1.05 - 0.6, 0.9)
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -31,14 +31,14 @@ import torch
 from tqdm import tqdm
 
 from baselines import BASELINES
-from checkpoints import (SHIPPED_WEIGHTS, atomic_save, generator_from_checkpoint, load_checkpoint,
-                         newest_run, run_checkpoint)
+from checkpoints import (SHIPPED_WEIGHTS, atomic_save, generator_from_checkpoint, load_checkpoint, model_args,
+                         newest_run, run_checkpoint, saved_model_args)
 from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime
 from dataset import open_splits, resolve_data_dir, split_files
 from evaluation import Judge, evaluate_baseline, evaluate_generator, generator_inpaint
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import hole_bounds, mean_ci95
-from models import block_output_shapes, parameter_table, to_model_range, to_unit_range
+from models import block_output_shapes, describe, parameter_table, to_model_range, to_unit_range
 from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
@@ -289,7 +289,7 @@ def load_model(run_dir, checkpoint: str, data_dir: str, split_name: str) -> tupl
     if split is None:
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
     default_out = run_dir or os.path.join("out", "results-" + os.path.basename(os.path.dirname(ckpt_path)))
-    print(f"model: {ckpt_path} (epoch {ckpt['epoch']}); images: the {split_name} split of {cfg.data_dir} "
+    print(f"model: {ckpt_path} ({describe(saved_model_args(ckpt))}, epoch {ckpt['epoch']}); images: the {split_name} split of {cfg.data_dir} "
           f"(from {source})", flush=True)
     return g, cfg, split, default_out, ckpt_path
 
@@ -440,7 +440,8 @@ def write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv
 
 def read_history(path: str) -> list:
     with open(path, newline="") as fh:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(fh)]
 
 
 def write_report(report_dir: str, out_dir: str, g, cfg: Config, ckpt_path: "str | None", kinds: list):
@@ -452,9 +453,9 @@ def write_report(report_dir: str, out_dir: str, g, cfg: Config, ckpt_path: "str 
     if g is not None:
         copies.update({"inpainting_results.png": "inpainting_random.png",
                        "fixed_inpainting_results.png": "inpainting_fixed_positions.png"})
-        save_architecture_diagram(parameter_table(g), block_output_shapes(g, cfg.image_size),
+        save_architecture_diagram(parameter_table(g), block_output_shapes(g, cfg.image_size), type(g).skips,
                                   os.path.join(report_dir, "architecture.png"),
-                                  f"Generator (U-Net, nf {cfg.nf}, {cfg.image_size} px)")
+                                  f"Generator {describe(model_args(cfg))}, {cfg.image_size} px")
         wrote.append("architecture.png")
         history_path = os.path.join(os.path.dirname(ckpt_path), "metrics.csv")
         if os.path.isfile(history_path):

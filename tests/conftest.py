@@ -63,6 +63,16 @@ def real_data():
     return REAL_DATA
 
 
+# Every architecture at a size the tests run in a blink; a new architecture adds its entry here
+# (test_models checks that this covers models.ARCHITECTURES).
+SMALL_ARCH_ARGS = {"unet": {"nf": 8}, "dilated": {"width": 8, "blocks": 2}}
+
+
+def small_generator(arch: str, **kw):
+    from models import build_from_args
+    return build_from_args({"arch": arch, **SMALL_ARCH_ARGS[arch], **kw})
+
+
 LPIPS_REFERENCE = os.environ.get("INPAINT_LPIPS_REFERENCE", "")
 
 

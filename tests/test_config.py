@@ -21,6 +21,19 @@ def test_default_preset_is_the_field_defaults():
     c = resolve()
     assert c.preset == "default" and c.to_dict() == {**Config().to_dict(), "data_dir": c.data_dir}
     assert (c.nf, c.holes, c.w_adv, c.w_l2, c.lr_schedule) == (32, 6, 0, 1000, "cosine") and 0 < c.ema < 1
+    assert (c.arch, c.crop, c.mask) == ("dilated", 128, "mixed")
+
+
+def test_seed_preset_is_the_u_net_on_whole_images_with_square_holes():
+    c = resolve("--preset", "seed")
+    assert (c.arch, c.crop, c.mask, c.warmup_steps) == ("unet", 0, "square", 0)
+
+
+def test_a_config_file_may_hold_every_architectures_arguments(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(Config(arch="unet", nf=16).to_dict()))  # a saved config holds width and blocks too
+    c = resolve("--config", str(f))
+    assert (c.arch, c.nf) == ("unet", 16)
 
 
 def test_every_field_has_a_flag_and_a_help_line():
@@ -73,6 +86,14 @@ def test_bool_flags_and_unknown_config_keys(tmp_path):
     (["--adv-start", "1.5"], "--adv-start"),
     (["--collapse-db", "-1"], "--collapse-db"),
     (["--best-metric", "lpips", "--val-lpips-images", "0"], "--best-metric"),
+    (["--arch", "resnet"], "--arch='resnet': must be one of unet, dilated"),
+    (["--crop", "100"], "--crop=100: must be 0 .* a multiple of 8"),
+    (["--crop", "256"], "--crop=256: .* to --image-size 200"),
+    (["--arch", "unet", "--crop", "20"], "--crop"),
+    (["--width", "12"], "--width"),
+    (["--max-minutes", "-1"], "--max-minutes"),
+    (["--nf", "16"], r"--nf: not an argument of --arch dilated \(its arguments: --width, --blocks"),
+    (["--arch", "unet", "--blocks", "4"], "--blocks: not an argument of --arch unet"),
 ])
 def test_invalid_values_are_rejected_naming_the_flag(argv, flag):
     with pytest.raises(ConfigError, match=flag):
@@ -89,8 +110,11 @@ def test_presets_are_valid():
         Config(**values).validate()
 
 
-def test_readme_documents_every_config_field():
+def test_readme_config_table_is_the_one_the_dataclass_prints():
     import os
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
-    missing = [f for f in Config.__dataclass_fields__ if f"`--{f.replace('_', '-')}`" not in readme]
-    assert not missing, f"README's config table lacks {missing}"
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "tools"))
+    from config_table import table
+    readme = open(os.path.join(root, "README.md")).read()
+    assert table() in readme, "README's config table is stale: python tools/config_table.py prints the current one"

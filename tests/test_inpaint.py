@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_script
+from conftest import run_script, small_generator
 from inpaint import Inpainter, box_mask, read_mask, window_for
+from models import ARCHITECTURES
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +186,26 @@ def test_onnx_matches_pytorch_on_sizes_divisible_by_8(onnx_model, checkpoint, b,
     session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
     out = session.run(None, {"image": x.numpy(), "mask": m.numpy()})[0]
     assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_onnx_export_matches_pytorch_for_every_architecture(arch, tmp_path):
+    pytest.importorskip("onnxruntime", reason="pip install -r requirements-onnx.txt")
+    import onnxruntime as ort
+    from export import export_onnx
+    from models import inpaint
+    torch.manual_seed(0)
+    g = small_generator(arch).eval()
+    with torch.no_grad():
+        g.attention.gamma.fill_(0.5)  # attention starts as the identity: make the export carry it
+    path = export_onnx(g, str(tmp_path / "g.onnx"), 32)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for b, h, w in [(1, 32, 32), (2, 48, 64)]:
+        x, m = torch.rand(b, 3, h, w) * 2 - 1, (torch.rand(b, 1, h, w) > 0.7).float()
+        with torch.no_grad():
+            ref = inpaint(g, x, m)[1].numpy()
+        out = session.run(None, {"image": x.numpy(), "mask": m.numpy()})[0]
+        assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-4
 
 
 def test_inpaint_with_the_onnx_engine(onnx_model, checkpoint, photo_path, tmp_path):

@@ -61,3 +61,17 @@ def test_packaging_writes_a_consistent_set_and_keeps_better_weights(tiny_run, fa
     before = sha256(str(target / "generator.pt"))
     assert package_weights.package(tiny_run[0], "best", faces_dir, force=False) == 1  # not better: kept
     assert sha256(str(target / "generator.pt")) == before and len(os.listdir(tmp_path)) == 1  # no staging left
+
+
+def test_shipped_weights_still_score_what_their_results_json_records(real_data):
+    """After the architecture switch the shipped U-Net loads and evaluates as before: the test split's square
+    holes give the hole PSNR weights/results.json recorded (bf16 then, fp32 now: within 0.05 dB)."""
+    import json
+    g, cfg = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
+    recorded = json.load(open(os.path.join(ROOT, "weights", "results.json")))
+    split = split_files(real_data, cfg.val_fraction, cfg.test_fraction, 0, cfg.image_size)
+    cfg.data_dir = real_data
+    images = open_splits(cfg, split, ("test",))["test"].take(len(split["test"]))
+    assert len(images) == recorded["images"]
+    ours = evaluate_generator(g, images, fixed_masks(cfg, len(images), "test", "square"), choose_runtime("cpu", "fp32"))
+    assert abs(float(ours["psnr"].mean()) - recorded["sets"]["square"]["all"]["ours"]["psnr"]["mean"]) < 0.05

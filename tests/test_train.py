@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -31,16 +32,31 @@ def test_tiny_run_leaves_checkpoints_metrics_and_plots(tiny_run):
 
 def test_checkpoint_rebuilds_the_generator_from_its_own_config(tiny_run):
     g, cfg = generator_from_checkpoint(load_checkpoint(os.path.join(tiny_run[0], "best.pt")))
-    assert cfg.nf == 8 and g.enc1[0].out_channels == 8
+    assert (cfg.arch, cfg.width) == ("dilated", 8) and g.stem[1].out_channels == 8 and len(g.middle) == 2 + 2
+
+
+def test_runs_and_weights_saved_before_the_architecture_switch_load_as_u_nets(tiny_run):
+    from checkpoints import SHIPPED_WEIGHTS, saved_config, saved_model_args
+    from models import UNet
+    shipped = load_checkpoint(SHIPPED_WEIGHTS)
+    assert "arch" not in shipped["config"] and "crop" not in shipped["config"]
+    assert saved_model_args(shipped) == {"arch": "unet", "nf": 32, "attention": True, "prefill": False}
+    assert (saved_config(shipped).arch, saved_config(shipped).crop) == ("unet", 0)
+    assert type(generator_from_checkpoint(shipped)[0]) is UNet
+    old = load_checkpoint(os.path.join(tiny_run[0], "last.pt"))  # as an old run: no arch, crop, model_args
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("arch", "crop", "width", "blocks")}
+    old["config"]["nf"] = 8
+    old.pop("model_args")
+    assert saved_model_args(old) == {"arch": "unet", "nf": 8, "attention": True, "prefill": False}
 
 
 def test_generator_loads_from_model_args_even_after_a_config_field_is_renamed(tiny_run):
     from checkpoints import SHIPPED_WEIGHTS
     ckpt = load_checkpoint(os.path.join(tiny_run[0], "best.pt"))
-    assert ckpt["model_args"] == {"nf": 8, "attention": True, "prefill": False}
-    ckpt["config"] = {**{k: v for k, v in ckpt["config"].items() if k != "nf"}, "renamed_field": 1}
-    g, _ = generator_from_checkpoint(ckpt)  # nf comes from model_args; the unknown field is dropped
-    assert g.enc1[0].out_channels == 8
+    assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": False}
+    ckpt["config"] = {**{k: v for k, v in ckpt["config"].items() if k not in ("width", "arch")}, "renamed_field": 1}
+    g, _ = generator_from_checkpoint(ckpt)  # width comes from model_args; the unknown field is dropped
+    assert g.stem[1].out_channels == 8
     shipped = load_checkpoint(SHIPPED_WEIGHTS)  # today's weights, saved before model_args existed
     assert generator_from_checkpoint(shipped)[0].enc1[0].out_channels == shipped["config"]["nf"]
 
@@ -234,5 +250,15 @@ def numbers(path) -> str:
 
 
 def test_training_says_when_it_started_and_how_fast_it_runs(tiny_run):
-    line = next(ln for ln in tiny_run[1].splitlines() if "first steps done" in ln)
-    assert "s after launch" in line and "img/s" in line and "left at that speed" in line
+    line = next(ln for ln in tiny_run[1].splitlines() if "training started" in ln)
+    assert re.search(r"started \d+ s after launch at [\d.]+ img/s: 14 steps of 4 left, about \d+ s at this speed", line)
+    lines = tiny_run[1].splitlines()
+    assert lines.index(line) < next(i for i, ln in enumerate(lines) if ln.startswith("epoch 1:"))  # said early
+
+
+def test_steps_csv_is_the_training_curve(tiny_run):
+    import csv
+    rows = list(csv.DictReader(open(os.path.join(tiny_run[0], "steps.csv"))))
+    assert [int(r["images"]) for r in rows] == [8 * i for i in range(1, len(rows) + 1)] and len(rows) == 8
+    assert all(float(a["minutes"]) <= float(b["minutes"]) for a, b in zip(rows, rows[1:]))
+    assert {"l1", "l2", "edge", "ssim_loss", "gan_g", "gan_d"} <= set(rows[0])
