@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from config import DATA_ENV, UserError
@@ -301,6 +302,33 @@ def augment(x: torch.Tensor, rng: np.random.Generator, hflip: bool, color_jitter
         mean = u.mean(dim=(1, 2, 3), keepdim=True)
         x = from_unit_range(((u - mean) * contrast + mean).clamp(0, 1))
     return x
+
+
+MIN_CROP_HOLE = 0.01  # a training window must show at least this fraction of hole pixels, if any of its tries do
+CROP_TRIES = 8  # random windows tried per image
+
+
+def random_crops(images: torch.Tensor, masks: torch.Tensor, size: int, rng: np.random.Generator) -> tuple:
+    """The same random size x size window of each image (B, C, H, W) and of its holes (B, 1, H, W), at
+    native scale: holes are drawn on the whole image first, so strokes and faces keep the size they have at
+    evaluation. Of CROP_TRIES random windows per image the first with >= MIN_CROP_HOLE hole pixels is kept
+    (else the one with the most), so a step is never spent on windows without holes. Returns
+    (B, C, size, size, B, 1, size, size)."""
+    b, _, h, w = masks.shape
+    if size >= h and size >= w:
+        return images, masks
+    tops = torch.from_numpy(rng.integers(0, h - size + 1, (b, CROP_TRIES)))   # B, T
+    lefts = torch.from_numpy(rng.integers(0, w - size + 1, (b, CROP_TRIES)))  # B, T
+    # hole pixels in each window from the summed-area table of the masks
+    table = F.pad(masks[:, 0].float().cpu().cumsum(1).cumsum(2), (1, 0, 1, 0))  # B, H + 1, W + 1
+    bi = torch.arange(b)[:, None]
+    holes = (table[bi, tops + size, lefts + size] - table[bi, tops, lefts + size]
+             - table[bi, tops + size, lefts] + table[bi, tops, lefts])           # B, T
+    enough = holes >= MIN_CROP_HOLE * size * size
+    pick = torch.where(enough.any(1), enough.float().argmax(1), holes.argmax(1))  # B: the first good try
+    top, left = tops[bi[:, 0], pick].tolist(), lefts[bi[:, 0], pick].tolist()
+    crop = lambda t: torch.stack([t[i, :, y:y + size, x:x + size] for i, (y, x) in enumerate(zip(top, left))])
+    return crop(images), crop(masks)
 
 
 def open_splits(cfg, split: dict, which=("train", "val", "test"), lazy=("train",)) -> dict:

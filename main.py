@@ -25,7 +25,7 @@ from tqdm import tqdm
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
                          generator_from_checkpoint, load_checkpoint, model_args, saved_model_args)
 from config import Config, ConfigError, UserError, build_parser, choose_runtime, format_config, resolve_config
-from dataset import DataError, augment, open_splits, resolve_data_dir, split_files
+from dataset import DataError, augment, open_splits, random_crops, resolve_data_dir, split_files
 from distributed import Distributed
 from baselines import mean_fill
 from evaluation import evaluate_baseline, evaluate_generator
@@ -36,7 +36,7 @@ from models import count_parameters, from_unit_range, inpaint, parameter_table, 
 from plots import masked_view, save_grid, save_training_plot
 
 # Flags that may change when resuming: they affect speed or length, not what one step computes.
-RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "threads", "workers", "cache_mb", "log_every",
+RESUMABLE_OVERRIDES = {"epochs", "max_minutes", "device", "precision", "threads", "workers", "cache_mb", "log_every",
                        "data_dir", "compile", "channels_last"}
 
 
@@ -213,12 +213,35 @@ def backward_and_step(loss, opt, rt, clip: float = 0.0):
 
 
 def write_metrics_csv(history: list, path: str):
+    """Every row under one header: the columns of all rows in order of first appearance (a column added
+    during a run, e.g. validation LPIPS once its weights are installed, is empty in the rows before it)."""
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
         writer.writeheader()
         writer.writerows(history)
     os.replace(tmp, path)
+
+
+def append_csv_row(path: str, row: dict):
+    """One row appended to a CSV log, with the header when the file is new."""
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def trim_csv_log(path: str, images: int):
+    """Drop the rows of steps.csv past `images` (steps a killed process logged after its last checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    kept = [r for r in rows if int(r["images"]) <= images]
+    if len(kept) < len(rows):
+        write_metrics_csv(kept, path) if kept else os.remove(path)
 
 
 def is_better(metric: str, value: float, best: "float | None") -> bool:
@@ -265,11 +288,12 @@ def duration(seconds: float) -> str:
 
 
 def first_steps_line(cfg: Config, dist: Distributed, images_per_s: float, launched: float, steps_left: int) -> str:
-    """What the first steps measured: when training started, its speed, and the time left at that speed."""
+    """What the first steps measured: when training started, its speed, and the run's length at that speed."""
     left = steps_left * cfg.batch_size / max(images_per_s, 1e-9)  # every process takes its batch per step
-    return (f"first steps done {time.perf_counter() - launched:.0f} s after launch; {images_per_s * dist.world:.2f} img/s "
-            f"over the first steps; about {duration(left)} of training steps left at that speed "
-            "(validation extra; measured on this machine as loaded now)")
+    budget = f"; --max-minutes stops it after {duration(60 * cfg.max_minutes)}" if cfg.max_minutes else ""
+    return (f"training started {time.perf_counter() - launched:.0f} s after launch at {images_per_s * dist.world:.2f} "
+            f"img/s: {steps_left:,} steps of {cfg.batch_size * dist.world} left, about {duration(left)} at this speed"
+            f"{budget} (validation extra; measured on this machine as loaded now)")
 
 
 def log(dist: Distributed, *args, **kw):
@@ -349,7 +373,7 @@ def initial_weights(cfg: Config) -> dict:
     ckpt = load_checkpoint(cfg.init_from)
     if saved_model_args(ckpt) != model_args(cfg):
         raise ConfigError(f"--init-from {cfg.init_from}: its generator is {saved_model_args(ckpt)}, "
-                          f"this run builds {model_args(cfg)}; pass the matching --nf/--attention/--prefill")
+                          f"this run builds {model_args(cfg)}; pass the matching --arch and its arguments")
     source, _ = generator_from_checkpoint(ckpt)
     return {k: v.float() for k, v in source.state_dict().items()}
 
@@ -396,10 +420,14 @@ class Run:
     nets: tuple = ()  # (generator, discriminator) as stepped: compiled and/or DDP-wrapped
     finite: object = all_finite
     mean_fill_psnr: "float | None" = None  # the collapse guard's floor, measured at the first validation
+    timed_from: tuple = ()  # (time, images) after this process's first step, for the first speed estimate
     lpips: "torch.nn.Module | None" = None  # validation LPIPS (rank 0; None when off or not installed)
 
     def __post_init__(self):
         self.start_epoch = self.state.epoch  # the epoch this process started (or resumed) in
+        self.started, self.seconds_before = time.perf_counter(), self.state.train_seconds
+        if self.dist.is_main:
+            trim_csv_log(os.path.join(self.run_dir, "steps.csv"), self.state.images_seen)
         # Compiling the generator alone: compiling the whole step trips an inductor stride assertion in
         # replication_pad2d_backward (torch 2.13, channels_last). Wrappers share g's and d's parameters.
         g = torch.compile(self.state.g) if self.cfg.compile else self.state.g
@@ -417,12 +445,38 @@ class Run:
 
     def save(self, path: str, epoch: int, step_in_epoch: int, partial: "dict | None" = None):
         self.state.epoch, self.state.step_in_epoch, self.state.partial = epoch, step_in_epoch, partial or {}
+        self.state.train_seconds = self.elapsed()
         atomic_save(self.state.state_dict(self.dist.world), path)
 
+    def elapsed(self) -> float:
+        """Seconds this run has trained (steps, validation, saving), over every process that resumed it."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def should_stop(self) -> bool:
+        """A signal arrived, or --max-minutes of training are spent (the same on every rank)."""
+        late = bool(self.cfg.max_minutes) and self.elapsed() >= 60 * self.cfg.max_minutes
+        return self.dist.any_true(self.stop.signum is not None or late, self.rt.device)
+
     def stopped(self, where: str) -> TrainingStopped:
-        signum = self.stop.signum or signal.SIGTERM
+        if self.stop.signum is None:  # the time budget
+            return TrainingStopped(f"--max-minutes {self.cfg.max_minutes:g} reached after {where} "
+                                   f"({duration(self.elapsed())} trained); saved {self.last_path}. Continue with:\n"
+                                   f"  {self.resume_cmd} --max-minutes MORE", 0)
+        signum = self.stop.signum
         return TrainingStopped(f"stopped by {signal.Signals(signum).name} after {where}; saved {self.last_path}. "
                                f"Resume with:\n  {self.resume_cmd}", 128 + signum)
+
+
+def training_input(cfg: Config, rt, batch, rng, crop: "int | None" = None) -> tuple:
+    """(images in [-1, 1], holes) of one step from a uint8 batch: augmented, holes drawn on the whole image,
+    then with a crop (default cfg.crop) the same random window of both (B, 3 | 1, crop, crop), in the run's
+    memory format."""
+    crop = cfg.crop if crop is None else crop
+    x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
+    m = training_masks(cfg, len(x), rng).to(rt.device)
+    if crop:
+        x, m = random_crops(x, m, crop, rng)
+    return tuple(t.contiguous(memory_format=rt.memory_format()) for t in (x, m))
 
 
 def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
@@ -430,9 +484,8 @@ def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
     update, and the moving average; None when the step was skipped for a NaN/inf loss."""
     cfg, rt, state = run.cfg, run.rt, run.state
     rng = rng_for(cfg.seed, epoch, step, run.dist.rank) if run.dist.enabled else rng_for(cfg.seed, epoch, step)
-    x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
-    m = training_masks(cfg, len(x), rng).to(rt.device).contiguous(memory_format=rt.memory_format())
     global_step, total = epoch * run.steps_per_epoch + step, cfg.epochs * run.steps_per_epoch
+    x, m = training_input(cfg, rt, batch, rng, cfg.crop if global_step < cfg.crop_fraction * total else 0)
     factor = learning_rate_factor(cfg, global_step, total)
     for opt, base in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
         for group in opt.param_groups if opt is not None else ():
@@ -457,6 +510,42 @@ def count_bad_step(run: Run, step: int, epoch: int, consecutive: int, bar):
             "or try --precision fp32 before resuming.", 3)
 
 
+def report_progress(run: Run, bar, epoch: int, step: int, done: int, seen: int, t_epoch: float, sums: dict, counts: dict):
+    """Rank 0's progress: after this process's second step (the first warms up), the run's speed and
+    expected length; every log_every steps the progress bar's running means and time left in the run, and a
+    row of steps.csv (the training curve against images seen and minutes trained)."""
+    cfg, now = run.cfg, time.perf_counter()
+    steps_left = (cfg.epochs - epoch) * run.steps_per_epoch - step - 1
+    if epoch == run.start_epoch and done == 1:
+        run.timed_from = (now, seen)
+    if epoch == run.start_epoch and done == min(2, run.steps_per_epoch):
+        t0, n0 = run.timed_from if done > 1 else (t_epoch, 0)
+        tqdm.write(first_steps_line(cfg, run.dist, (seen - n0) / max(now - t0, 1e-9), run.launched, steps_left))
+    if (step + 1) % cfg.log_every and step + 1 != run.steps_per_epoch:
+        return
+    # host syncs: this, every log_every steps; and each step the finiteness check of each loss
+    # (one without the GAN, two with it; an all-reduce under DDP) and the stop flag's all-reduce
+    means = {k: (v / max(counts[k], 1)).item() for k, v in sums.items()}
+    ips = seen / (now - t_epoch)
+    gan = {"G": f"{means['gan_g']:.3f}", "D": f"{means['gan_d']:.3f}"} if "gan_g" in means else {}
+    bar.set_postfix(**gan, L1=f"{means['l1']:.4f}", ips=f"{ips:.2f}",
+                    run_left=duration(steps_left * cfg.batch_size / max(ips, 1e-9)))
+    append_csv_row(os.path.join(run.run_dir, "steps.csv"), {
+        "epoch": epoch + 1, "step": step + 1, "images": run.state.images_seen,
+        "minutes": round(run.elapsed() / 60, 3), **{k: round(v, 6) for k, v in means.items()}})
+
+
+def resumed_sums(run: Run, first: int) -> tuple:
+    """The running loss sums and good-step counts an epoch starts from: zeros, or after a mid-epoch resume the
+    saved ones. A term the run did not log when it stopped (added to the code since) starts at this step,
+    with a count of its own; a term no longer logged is dropped."""
+    device, keys = run.rt.device, run.keys
+    saved = run.state.partial if first else {}
+    sums, counts = saved.get("sums", {}), saved.get("counts") or dict.fromkeys(saved.get("sums", {}), saved.get("good", 0))
+    return ({k: torch.tensor(float(sums.get(k, 0.0)), device=device) for k in keys},
+            {k: int(counts.get(k, 0)) for k in keys})
+
+
 def train_epoch(run: Run, epoch: int, first: int) -> tuple:
     """Steps `first`.. of one epoch; (mean training losses, images seen, seconds). A signal stops it after
     the current step with last.pt saved (raises TrainingStopped)."""
@@ -465,11 +554,8 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
         if net is not None:
             net.train()
     order = dist.epoch_order(len(run.train_src), cfg.seed, epoch)
-    sums = {k: torch.zeros((), device=rt.device) for k in run.keys}
-    good = consecutive_bad = 0
-    if first and state.partial:  # continue the stopped epoch's averages
-        sums = {k: torch.tensor(state.partial["sums"][k], device=rt.device) for k in run.keys}
-        good = state.partial["good"]
+    sums, counts = resumed_sums(run, first)
+    consecutive_bad = 0
     bar = tqdm(total=run.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                dynamic_ncols=True, mininterval=1.0, file=sys.stdout, disable=not dist.is_main)
     t_epoch, seen = time.perf_counter(), 0
@@ -480,29 +566,24 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
             consecutive_bad += 1
             count_bad_step(run, step, epoch, consecutive_bad, bar)
         else:
-            consecutive_bad, good = 0, good + 1
+            consecutive_bad = 0
             for k in run.keys:
                 sums[k] += out[k]
+                counts[k] += 1
         seen += len(batch)
+        state.images_seen += len(batch) * dist.world
         bar.update(1)
-        if dist.is_main and epoch == run.start_epoch and step + 1 - first == min(cfg.log_every, run.steps_per_epoch - first):
-            tqdm.write(first_steps_line(cfg, dist, seen / (time.perf_counter() - t_epoch), run.launched,
-                                        (cfg.epochs - epoch) * run.steps_per_epoch - step - 1))
-        if (step + 1) % cfg.log_every == 0 or step + 1 == run.steps_per_epoch:
-            # host syncs: this, every log_every steps; and each step the finiteness check of each loss
-            # (one without the GAN, two with it; an all-reduce under DDP) and the stop flag's all-reduce
-            means = {k: (v / max(good, 1)).item() for k, v in sums.items()}
-            gan = {"G": f"{means['gan_g']:.3f}", "D": f"{means['gan_d']:.3f}"} if "gan_g" in means else {}
-            bar.set_postfix(**gan, L1=f"{means['l1']:.4f}", ips=f"{seen / (time.perf_counter() - t_epoch):.2f}")
-        if dist.any_true(run.stop.signum is not None, rt.device):  # every rank stops after the same step
+        if dist.is_main:
+            report_progress(run, bar, epoch, step, step + 1 - first, seen, t_epoch, sums, counts)
+        if run.should_stop():  # every rank stops after the same step
             bar.close()
-            partial = {"sums": {k: v.item() for k, v in dist.mean(sums).items()}, "good": good}
+            partial = {"sums": {k: v.item() for k, v in dist.mean(sums).items()}, "counts": counts}
             if dist.is_main:
                 run.save(run.last_path, epoch, step + 1, partial)
             dist.barrier()  # torchrun ends the other workers once one exits: let rank 0 finish saving
             raise run.stopped(f"step {step + 1} of epoch {epoch + 1}")
     bar.close()
-    means = dist.mean({k: v / max(good, 1) for k, v in sums.items()})
+    means = dist.mean({k: v / max(counts[k], 1) for k, v in sums.items()})
     return {f"train_{k}": v.item() for k, v in means.items()}, seen, time.perf_counter() - t_epoch
 
 
@@ -596,11 +677,11 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
     with StopFlag() as run.stop:
         for epoch in range(run.start_epoch, cfg.epochs):
             train_means, seen, seconds = train_epoch(run, epoch, start_step if epoch == run.start_epoch else 0)
-            stopping = dist.any_true(run.stop.signum is not None, rt.device)
+            stopping = run.should_stop()
             if not dist.is_main:  # rank 0 validates, writes and saves; the others wait for it
                 dist.barrier()
                 if stopping:
-                    raise TrainingStopped("stopped with rank 0", 128 + (run.stop.signum or signal.SIGTERM))
+                    raise TrainingStopped("stopped with rank 0", 128 + run.stop.signum if run.stop.signum else 0)
                 continue
             row, val = validate(run, epoch, val_images, val_masks, train_means, seen, seconds)
             write_epoch(run, epoch, row, val, val_images, val_masks)
@@ -619,7 +700,7 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
 def config_for_resume(run_dir: str, args) -> tuple:
     """The saved config of run_dir with only the overrides that keep the run consistent."""
     ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
-    cfg = Config.from_dict(ckpt["config"])
+    cfg = Config.from_saved(ckpt["config"])
     given = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and k != "preset"}
     bad = sorted(k for k, v in given.items() if k not in RESUMABLE_OVERRIDES and v != getattr(cfg, k))
     if bad or args.preset or args.config:

@@ -4,8 +4,10 @@
     python tune.py --data-dir DIR --trials 40 --processes 2     # 2 local processes share the study
     python tune.py --trials 100 --storage postgresql://user@host/db --join   # one more worker, any machine
 
-Every Config flag sets the base recipe (e.g. --epochs, --data-dir); the search varies learning rates,
-loss weights, width, batch size and hole-size jitter around it. The objective is the validation hole
+Every Config flag sets the base recipe (e.g. --epochs, --data-dir); the search varies the architecture
+(and its width), the training crop, the learning rate, the reconstruction weights (L1, L2, edge, SSIM),
+the batch size and, when the base recipe has the GAN on, the adversarial weight and the discriminator's
+learning rate. The objective is the validation hole
 PSNR or SSIM (--objective) after the last epoch, reported every epoch so the pruner can stop bad trials.
 Rerunning the same command continues the study up to --trials finished trials. At the end: the best
 trial, its config as best_config.json (python main.py --config best_config.json trains it), and
@@ -23,24 +25,40 @@ import optuna
 from optuna.trial import TrialState
 
 from config import Config, UserError, build_parser, resolve_config
+from models import ARCHITECTURES
 from main import TrainingStopped, train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, matplotlib plots
 
 
+def crop_choices(base: Config) -> list:
+    """Whole images and two crop sides the architecture takes (multiples of 8 from 32 up), at most the image."""
+    sides = {base.crop, base.image_size * 3 // 5 // 8 * 8, base.image_size * 2 // 5 // 8 * 8}
+    return sorted({0} | {s for s in sides if 32 <= s < base.image_size})
+
+
 def suggest_config(trial: optuna.Trial, base: Config) -> Config:
-    """The knobs that matter, searched around the base recipe."""
+    """The levers that matter, searched around the base recipe: the architecture and its size, the crop,
+    the learning rate, every reconstruction weight, and the adversarial weight and the discriminator's
+    learning rate when the base recipe has the GAN on."""
     v = base.to_dict()
+    v["arch"] = trial.suggest_categorical("arch", sorted(ARCHITECTURES))
+    if v["arch"] == "unet":
+        v["nf"] = trial.suggest_categorical("nf", sorted({max(8, base.nf // 2 // 8 * 8), base.nf}))
+    else:
+        v["width"] = trial.suggest_categorical("width", sorted({max(8, base.width // 2 // 8 * 8), base.width}))
+        v["blocks"] = trial.suggest_categorical("blocks", sorted({max(1, base.blocks // 2), base.blocks}))
+    v["crop"] = trial.suggest_categorical("crop", crop_choices(base))
     v["lr_g"] = trial.suggest_float("lr_g", base.lr_g / 5, base.lr_g * 5, log=True)
-    v["lr_d"] = trial.suggest_float("lr_d", base.lr_d / 5, base.lr_d * 5, log=True)
-    v["w_adv"] = trial.suggest_float("w_adv", 0.01, 3.0, log=True)
     v["w_l1"] = trial.suggest_float("w_l1", 10.0, 300.0, log=True)
+    v["w_l2"] = trial.suggest_float("w_l2", 0.0, 3000.0)
     v["w_edge"] = trial.suggest_float("w_edge", 0.0, 30.0)
     v["w_ssim"] = trial.suggest_float("w_ssim", 0.0, 5.0)
-    v["nf"] = trial.suggest_categorical("nf", sorted({max(8, base.nf // 2 // 8 * 8), base.nf}))
+    if base.w_adv > 0:  # the GAN's levers only where the base recipe has one
+        v["w_adv"] = trial.suggest_float("w_adv", 0.01, 10.0, log=True)
+        v["lr_d"] = trial.suggest_float("lr_d", base.lr_d / 5, base.lr_d * 5, log=True)
     v["batch_size"] = trial.suggest_categorical("batch_size", sorted({max(2, base.batch_size // 2), base.batch_size}))
-    v["hole_jitter"] = trial.suggest_int("hole_jitter", 0, max(0, min(base.hole_size // 4, base.hole_margin)))
     return Config.from_dict(v).validate()
 
 

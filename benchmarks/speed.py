@@ -1,19 +1,26 @@
-"""Side-by-side speed benchmark: naive (fp32, NCHW, per-item PIL decoding) vs the project's defaults.
+"""What this CPU (or GPU) can do, and how close each generator and training input gets, side by side.
 
-    python benchmarks/speed.py --data-dir ../shared/data_celeb            # seed config, ~8 min on 2 cores
-    python benchmarks/speed.py --nf 32 --image-size 128 --epoch-images 200
+    python benchmarks/speed.py --data-dir ../shared/data_celeb            # ~6 min on 2 cores
+    python benchmarks/speed.py --data-dir ../shared/data_celeb --precision fp32   # fp32 on a CPU with bf16 units
+    python benchmarks/speed.py --variants "unet:--arch unet --crop 0" "wide:--width 48 --blocks 4"
     python benchmarks/speed.py --scale --data-dir ../shared/celeba --steps 10   # start-up + step rate at 17k faces
 
-Everything is measured in this one run on this machine: matmul peaks, FLOPs per image (torch's
-flop counter), training-step and inference images/s for both variants, a real training epoch
-(data + step + logging) against the pure step rate, peak memory, and a short fp32-vs-default
-precision parity run. Prints a table and writes it to JSON (--json).
+Everything is measured in this one run on this machine, in the precision the run uses (fp32 on a CPU
+without bf16 units): the peak of that precision for matmuls and for 3x3 convolutions (forward, and forward +
+backward as in training, over a grid of channel counts and resolutions, best shape reported), FLOPs per
+image (torch's flop counter), and for every variant (an architecture and a training crop, the rest of the
+default recipe unchanged: same holes, same losses) the training step's images/s on the images it trains on,
+the same with data (decode or cache, augmentation, holes, crop), and inference at batch 1 on whole 200 and
+256 px images. Variants are timed in interleaved rounds, so whatever else loads the machine slows all of
+them alike; each rate is the total over the rounds. Ratios are against `before` (today's U-Net, nf 32, on
+whole images). Prints a table and writes it to JSON (--json).
 """
 import argparse
 import contextlib
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -25,16 +32,23 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from checkpoints import build_discriminator, build_generator  # noqa: E402
-from config import DATA_ENV, SEED_RECIPE, Config, Runtime, choose_runtime  # noqa: E402
-from dataset import (ImageFiles, ImageSource, epoch_order, image_root, open_splits, split_files,  # noqa: E402
-                     to_model_range)
-from main import train, train_step  # noqa: E402
-from masks import rng_for, training_masks  # noqa: E402
-from models import inpaint  # noqa: E402
+from config import DATA_ENV, Config, Runtime, build_parser, choose_runtime, resolve_config  # noqa: E402
+from dataset import ImageFiles, ImageSource, epoch_order, image_root, open_splits, split_files  # noqa: E402
+from main import train_step, training_input  # noqa: E402
+from masks import draw_mask, rng_for  # noqa: E402
+from models import describe, inpaint  # noqa: E402
+from checkpoints import model_args  # noqa: E402
+
+# (name, flags over the default recipe). `before` is the generator and input the project trained before
+# the architecture switch; `default` is today's default.
+VARIANTS = [("before", "--arch unet --nf 32 --crop 0"), ("dilated-whole", "--crop 0"), ("default", ""),
+            ("dilated-crop96", "--crop 96")]
+CONV_SHAPES = [(32, 128), (64, 64), (96, 50), (128, 32), (192, 25), (256, 25), (256, 16), (384, 16)]  # (C, side)
+INFER_SIZES = (200, 256)
 
 
-def matmul_peak(dtype, n=4096, seconds=2.0) -> float:
-    """GFLOP/s of a large square matmul: the machine's practical dense-math ceiling for dtype."""
+def matmul_peak(dtype, n=2048, seconds=1.0) -> float:
+    """GFLOP/s of a large square matmul in dtype."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     reps, start = 0, time.perf_counter()
@@ -42,6 +56,40 @@ def matmul_peak(dtype, n=4096, seconds=2.0) -> float:
         a @ b
         reps += 1
     return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def conv_rate(rt: Runtime, channels: int, side: int, train: bool, batch: int = 20, seconds: float = 0.5) -> float:
+    """GFLOP/s of one C -> C 3x3 convolution on batch x C x side x side, forward (or forward + backward, 3x the
+    forward FLOPs: the gradients of input and weight), in the run's device, precision and memory format."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(rt.device, memory_format=rt.memory_format())
+    x = torch.randn(batch, channels, side, side, device=rt.device).contiguous(memory_format=rt.memory_format())
+    x.requires_grad_(train)
+    flops = 2 * channels ** 2 * 9 * side * side * batch * (3 if train else 1)
+
+    def once():
+        with rt.autocast(), torch.set_grad_enabled(train):
+            y = conv(x)
+        if train:
+            y.float().sum().backward()
+
+    once()
+    sync(rt)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        once()
+        reps += 1
+    sync(rt)
+    return flops * reps / (time.perf_counter() - start) / 1e9
+
+
+def conv_peak(rt: Runtime) -> dict:
+    """The best 3x3 convolution rate over CONV_SHAPES, forward and forward + backward, with its shape."""
+    out = {}
+    for kind, train in (("forward", False), ("train", True)):
+        rates = {f"{c}ch x {s}px": conv_rate(rt, c, s, train) for c, s in CONV_SHAPES}
+        best = max(rates, key=rates.get)
+        out[kind] = {"gflop_s": rates[best], "shape": best, "all": rates}
+    return out
 
 
 def reset_peak_rss():
@@ -77,125 +125,6 @@ def sync(rt):
         torch.cuda.synchronize(rt.device)
 
 
-def build(cfg: Config, rt: Runtime):
-    torch.manual_seed(cfg.seed)
-    g = build_generator(cfg).to(rt.device, memory_format=rt.memory_format())
-    d = build_discriminator(cfg).to(rt.device, memory_format=rt.memory_format())
-    opts = (torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
-            torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)))
-    return g, d, opts
-
-
-def flops_per_image(cfg: Config) -> dict:
-    """Forward FLOPs of the generator and of one whole training step (G + D, forward + backward)."""
-    rt = choose_runtime("cpu", "fp32", False)
-    g, d, opts = build(cfg, rt)
-    b = 2
-    x = torch.rand(b, 3, cfg.image_size, cfg.image_size) * 2 - 1
-    m = training_masks(cfg, b, rng_for(0))
-    with FlopCounterMode(display=False) as fc:
-        with torch.no_grad():
-            g(x, m)
-    infer = fc.get_total_flops() / b
-    with FlopCounterMode(display=False) as fc:
-        train_step(x, m, (g, d), opts, cfg, rt)
-    return {"inference_gflop": infer / 1e9, "train_step_gflop": fc.get_total_flops() / b / 1e9}
-
-
-def measure(cfg: Config, rt: Runtime, batches, steps: int, compile_generator: bool = False) -> dict:
-    """images/s of a training step and of inference; batches() yields uint8 B, 3, S, S batches
-    (the decoding cost is part of the measured loop, as in training)."""
-    g, d, opts = build(cfg, rt)
-    if compile_generator:
-        g = torch.compile(g)
-    out = {}
-    it = batches()
-
-    def next_batch(step):
-        x = to_model_range(next(it), rt.device, rt.memory_format())
-        m = training_masks(cfg, len(x), rng_for(cfg.seed, 0, step)).to(rt.device)
-        return x, m.contiguous(memory_format=rt.memory_format())
-
-    # pure step: the same batch again, no data work
-    x, m = next_batch(0)
-    train_step(x, m, (g, d), opts, cfg, rt)  # warm-up (allocator, oneDNN primitive caches, compilation)
-    reset_memory(rt)
-    sync(rt)
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step(x, m, (g, d), opts, cfg, rt)
-    sync(rt)
-    out["train_step_img_s"] = steps * cfg.batch_size / (time.perf_counter() - start)
-    out["train_peak_mb"] = peak_memory_mb(rt)
-    # step with data: decode/cache + masks + step
-    start = time.perf_counter()
-    for s in range(steps):
-        x, m = next_batch(s + 1)
-        train_step(x, m, (g, d), opts, cfg, rt)
-    sync(rt)
-    out["train_with_data_img_s"] = steps * cfg.batch_size / (time.perf_counter() - start)
-    # inference (no grad)
-    g.eval()
-    with torch.no_grad(), rt.autocast():
-        g(x, m)
-        reset_memory(rt)
-        sync(rt)
-        start = time.perf_counter()
-        for _ in range(steps):
-            g(x, m)
-        sync(rt)
-    out["inference_img_s"] = steps * cfg.batch_size / (time.perf_counter() - start)
-    out["inference_peak_mb"] = peak_memory_mb(rt)
-    return out
-
-
-def onnx_inference(cfg: Config, steps: int) -> "dict | None":
-    """images/s of the exported inpaint (generator + composite) under onnxruntime (fp32, CPU) vs PyTorch fp32 on the same batch."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    from export import export_onnx
-    rt = choose_runtime("cpu", "fp32", False)
-    g, _, _ = build(cfg, rt)
-    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size) * 2 - 1
-    m = training_masks(cfg, cfg.batch_size, rng_for(0))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(g, os.path.join(tmp, "g.onnx"), cfg.image_size)
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        feed = {"image": x.numpy(), "mask": m.numpy()}
-        session.run(None, feed)
-        start = time.perf_counter()
-        for _ in range(steps):
-            session.run(None, feed)
-        ort_rate = steps * cfg.batch_size / (time.perf_counter() - start)
-    with torch.no_grad():
-        inpaint(g.eval(), x, m)  # the same computation the exported graph holds
-        start = time.perf_counter()
-        for _ in range(steps):
-            inpaint(g, x, m)
-        torch_rate = steps * cfg.batch_size / (time.perf_counter() - start)
-    return {"onnxruntime_fp32_img_s": ort_rate, "torch_fp32_img_s": torch_rate}
-
-
-def naive_batches(files: ImageFiles, batch_size: int):
-    """Decode every image with PIL on every use, one item at a time (no cache, no workers)."""
-    def gen():
-        i = 0
-        while True:
-            yield torch.stack([files[(i + k) % len(files)] for k in range(batch_size)])
-            i += batch_size
-    return gen
-
-
-def cached_batches(source: ImageSource, batch_size: int):
-    def gen():
-        order = torch.arange(len(source))
-        while True:
-            yield from source.batches(order, batch_size, drop_last=True)
-    return gen
-
-
 def synthetic_folder(n: int) -> str:
     """CelebA-sized (178 x 218) JPEGs of smooth noise, for machines without the data."""
     import numpy as np
@@ -208,30 +137,12 @@ def synthetic_folder(n: int) -> str:
     return folder
 
 
-def parity(base: Config, data_dir: str, default_precision: str) -> dict:
-    """Same seed, same steps, the default recipe on a small model: validation hole L1 after training
-    in fp32 and in the default precision. (A GAN at 5x the default learning rate is chaotic enough
-    that any rounding difference, bf16 or not, moves the result by >10%: measured, not a bf16 defect.)"""
-    out = {}
-    cfg = Config(**{**base.__dict__, "data_dir": data_dir, "nf": 16, "image_size": 64, "hole_size": 16,
-                    "hole_margin": 8, "batch_size": 20, "epochs": 5, "max_images": 400, "max_val_images": 40,
-                    "workers": 0, "log_every": 10**6})
-    with tempfile.TemporaryDirectory() as tmp:
-        for precision in ("fp32", default_precision):
-            run = Config(**{**cfg.__dict__, "precision": precision, "out_dir": tmp, "run_name": precision})
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                out[precision] = train(run.validate())["val_l1"]
-    out["relative_difference"] = abs(out[default_precision] - out["fp32"]) / out["fp32"]
-    out["steps"] = cfg.epochs * (int(cfg.max_images * (1 - cfg.val_fraction - cfg.test_fraction)) // cfg.batch_size)
-    return out
-
-
 def data_scale(data_dir: str, steps: int, device: str) -> dict:
     """The default recipe on a large image set (e.g. 16,903 CelebA training faces): how long opening the data
     takes (file scan, split, cache set-up: what main.py does before its first step), and the step rate while
     the first epoch decodes into the lazy RAM cache against the pure step rate. The two kinds of step alternate,
     so whatever else loads the machine slows both alike."""
-    cfg = Config(data_dir=data_dir, device=device).validate()
+    cfg = Config(data_dir=data_dir, device=device).validate()  # the default recipe
     rt = choose_runtime(device, cfg.precision, cfg.channels_last)
     start = time.perf_counter()
     split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
@@ -240,10 +151,9 @@ def data_scale(data_dir: str, steps: int, device: str) -> dict:
     batches = source.batches(epoch_order(len(source), cfg.seed, 0), cfg.batch_size, True)
     g, d, opts = build(cfg, rt)
 
-    def data_step(step):  # what main.py does per step: next batch (decoded on first use), holes, step
-        x = to_model_range(next(batches), rt.device, rt.memory_format())
-        m = training_masks(cfg, len(x), rng_for(cfg.seed, 0, step)).to(rt.device)
-        train_step(x, m.contiguous(memory_format=rt.memory_format()), (g, d), opts, cfg, rt)
+    def data_step(step):  # what main.py does per step: next batch (decoded on first use), holes, crop, step
+        x, m = training_input(cfg, rt, next(batches), rng_for(cfg.seed, 0, step))
+        train_step(x, m, (g, d), opts, cfg, rt)
         return x, m
 
     x, m = data_step(0)  # warm-up
@@ -263,17 +173,191 @@ def data_scale(data_dir: str, steps: int, device: str) -> dict:
             "first_epoch_img_s": n / with_data, "fraction_of_step_rate": pure / with_data}
 
 
+def build(cfg: Config, rt: Runtime):
+    """Generator, discriminator (None without the GAN) and their optimizers, as main.py builds them."""
+    torch.manual_seed(cfg.seed)
+    g = build_generator(cfg).to(rt.device, memory_format=rt.memory_format())
+    d = build_discriminator(cfg).to(rt.device, memory_format=rt.memory_format()) if cfg.w_adv > 0 else None
+    opts = (torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
+            torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)) if d is not None else None)
+    return g, d, opts
+
+
+def inference_pair(cfg: Config, size: int, rt: Runtime) -> tuple:
+    """One whole size x size image in [-1, 1] and one of the recipe's holes drawn at that size."""
+    sized = Config(**{**cfg.__dict__, "image_size": size})
+    m = torch.from_numpy(draw_mask(sized, cfg.mask, rng_for(cfg.seed, size), squares=1)).float()[None, None]
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    return tuple(t.to(rt.device).contiguous(memory_format=rt.memory_format()) for t in (x, m))
+
+
+def flops_per_image(cfg: Config, batch_u8: torch.Tensor) -> dict:
+    """Forward FLOPs of the generator on whole images (INFER_SIZES) and of one training step (forward +
+    backward of everything the step runs) per image it trains on."""
+    rt = choose_runtime("cpu", "fp32", False)
+    g, d, opts = build(cfg, rt)
+    out = {}
+    for size in INFER_SIZES:
+        x, m = inference_pair(cfg, size, rt)
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            g(x, m)
+        out[f"inference_{size}_gflop"] = fc.get_total_flops() / 1e9
+    x, m = training_input(cfg, rt, batch_u8[:2], rng_for(cfg.seed))
+    with FlopCounterMode(display=False) as fc:
+        train_step(x, m, (g, d), opts, cfg, rt)
+    out["train_step_gflop"] = fc.get_total_flops() / 2 / 1e9
+    return out
+
+
+class Variant:
+    """One architecture + training input: its networks, a fixed training batch, and its accumulated timings."""
+
+    def __init__(self, name: str, cfg: Config, rt: Runtime, source: ImageSource):
+        self.name, self.cfg, self.rt = name, cfg, rt
+        self.nets, self.opts = None, None
+        g, d, self.opts = build(cfg, rt)
+        self.nets = (g, d)
+        self.batches = source.batches(torch.arange(len(source)).repeat(1000), cfg.batch_size, True)
+        self.fixed = training_input(cfg, rt, next(self.batches), rng_for(cfg.seed, 0))
+        self.pairs = {s: inference_pair(cfg, s, rt) for s in INFER_SIZES}
+        self.seconds = {k: 0.0 for k in ("step", "data", *(f"infer_{s}" for s in INFER_SIZES))}
+        self.count = dict.fromkeys(self.seconds, 0)
+        self.step_count = 0
+        train_step(*self.fixed, self.nets, self.opts, cfg, rt)  # warm-up (allocator, oneDNN primitive caches)
+        self.infer(1)
+
+    def timed(self, key: str, n: int, fn):
+        sync(self.rt)
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync(self.rt)
+        self.seconds[key] += time.perf_counter() - start
+        self.count[key] += n
+
+    def infer(self, n: int):
+        g = self.nets[0].eval()
+        with torch.no_grad(), self.rt.autocast():
+            for size, (x, m) in self.pairs.items():
+                self.timed(f"infer_{size}", n, lambda: inpaint(g, x, m))
+        g.train()
+
+    def data_step(self):
+        self.step_count += 1
+        x, m = training_input(self.cfg, self.rt, next(self.batches), rng_for(self.cfg.seed, 1, self.step_count))
+        train_step(x, m, self.nets, self.opts, self.cfg, self.rt)
+
+    def round(self, steps: int, infer_reps: int):
+        self.timed("step", steps, lambda: train_step(*self.fixed, self.nets, self.opts, self.cfg, self.rt))
+        self.timed("data", steps, self.data_step)
+        self.infer(infer_reps)
+
+    def rates(self) -> dict:
+        """images/s: training step (per image trained on), with data, and inference per size."""
+        per = {"step": self.cfg.batch_size, "data": self.cfg.batch_size, **{f"infer_{s}": 1 for s in INFER_SIZES}}
+        return {k: per[k] * self.count[k] / self.seconds[k] for k in self.seconds}
+
+
+def onnx_inference(cfg: Config, reps: int) -> "dict | None":
+    """images/s of the exported inpaint (generator + composite) under onnxruntime (fp32, CPU) against PyTorch
+    fp32 on the same 200-px image and hole, batch 1."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from export import export_onnx
+    rt = choose_runtime("cpu", "fp32", False)
+    g = build(cfg, rt)[0].eval()
+    x, m = inference_pair(cfg, 200, rt)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = ort.InferenceSession(export_onnx(g, os.path.join(tmp, "g.onnx"), 200), providers=["CPUExecutionProvider"])
+        feed = {"image": x.numpy(), "mask": m.numpy()}
+        session.run(None, feed)
+        start = time.perf_counter()
+        for _ in range(reps):
+            session.run(None, feed)
+        ort_rate = reps / (time.perf_counter() - start)
+    with torch.no_grad():
+        inpaint(g, x, m)
+        start = time.perf_counter()
+        for _ in range(reps):
+            inpaint(g, x, m)
+        torch_rate = reps / (time.perf_counter() - start)
+    return {"onnxruntime_fp32_img_s": ort_rate, "torch_fp32_nchw_img_s": torch_rate}
+
+
+def variant_config(flags: str, device: str) -> Config:
+    """The default recipe with a variant's flags (main.py's own parser and checks)."""
+    args = build_parser().parse_args(shlex.split(flags) + ["--device", device])
+    return resolve_config(args)
+
+
+def report(rows: list, peaks: dict, machine: str, onnx: "dict | None") -> str:
+    """Markdown: one row per variant, then the ratios against `before` and the peaks."""
+    conv_f, conv_t = peaks["conv"]["forward"]["gflop_s"], peaks["conv"]["train"]["gflop_s"]
+    lines = [f"{machine}", "",
+             "| variant | generator | train input | train step img/s | train + data img/s | train GFLOP/s (% of conv fwd+bwd peak) "
+             "| inference img/s 200 / 256 px | inference GFLOP/s 200 px (% of conv fwd peak) | GFLOP/image 200 / 256 px |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['generator']} | {r['input']} | {r['train_step_img_s']:.2f} | {r['train_data_img_s']:.2f} "
+                     f"| {r['train_gflop_s']:.0f} ({r['train_pct_conv_peak']:.0f}%) | {r['infer_200_img_s']:.2f} / "
+                     f"{r['infer_256_img_s']:.2f} | {r['infer_200_gflop_s']:.0f} ({r['infer_200_pct_conv_peak']:.0f}%) "
+                     f"| {r['inference_200_gflop']:.1f} / {r['inference_256_gflop']:.1f} |")
+    base = next((r for r in rows if r["name"] == "before"), None)
+    if base is not None:
+        lines.append("")
+        for r in rows:
+            if r is not base:
+                lines.append(f"- {r['name']} / before: training {r['train_step_img_s'] / base['train_step_img_s']:.2f}x "
+                             f"(with data {r['train_data_img_s'] / base['train_data_img_s']:.2f}x), inference "
+                             f"{r['infer_200_img_s'] / base['infer_200_img_s']:.2f}x at 200 px, "
+                             f"{r['infer_256_img_s'] / base['infer_256_img_s']:.2f}x at 256 px")
+    lines += ["", f"Peaks in this run ({peaks['precision']}): matmul {peaks['matmul']:.0f} GFLOP/s; 3x3 convolution "
+              f"forward {conv_f:.0f} GFLOP/s ({peaks['conv']['forward']['shape']}), forward + backward {conv_t:.0f} "
+              f"GFLOP/s ({peaks['conv']['train']['shape']}), batch 20."]
+    if onnx:
+        lines.append(f"ONNX, fp32 on CPU, default generator, 200 px, batch 1: onnxruntime {onnx['onnxruntime_fp32_img_s']:.2f} "
+                     f"img/s, PyTorch fp32 NCHW {onnx['torch_fp32_nchw_img_s']:.2f} img/s.")
+    return "\n".join(lines)
+
+
+def measure_variants(variants: list, rt: Runtime, source: ImageSource, rounds: int, steps: int, infer_reps: int) -> list:
+    """Interleaved rounds of every variant; one result row each."""
+    built = [Variant(name, cfg, rt, source) for name, cfg in variants]
+    for r in range(rounds):
+        for v in built:
+            v.round(steps, infer_reps)
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{v.name} {v.rates()['step']:.2f}" for v in built) + " train img/s",
+              flush=True)
+    return built
+
+
+def result_row(v: Variant, flops: dict, peaks: dict) -> dict:
+    rates = v.rates()
+    train_gflop_s = rates["step"] * flops["train_step_gflop"]
+    infer_gflop_s = rates["infer_200"] * flops["inference_200_gflop"]
+    return {"name": v.name, "generator": describe(model_args(v.cfg)),
+            "input": f"{v.cfg.crop} px crops" if v.cfg.crop else f"whole {v.cfg.image_size} px",
+            "train_step_img_s": rates["step"], "train_data_img_s": rates["data"],
+            **{f"infer_{s}_img_s": rates[f"infer_{s}"] for s in INFER_SIZES}, **flops,
+            "train_gflop_s": train_gflop_s, "train_pct_conv_peak": 100 * train_gflop_s / peaks["conv"]["train"]["gflop_s"],
+            "infer_200_gflop_s": infer_gflop_s,
+            "infer_200_pct_conv_peak": 100 * infer_gflop_s / peaks["conv"]["forward"]["gflop_s"]}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get(DATA_ENV, ""), help="images (default $INPAINT_DATA_DIR, else synthetic)")
-    p.add_argument("--nf", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=20)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
-    p.add_argument("--epoch-images", type=int, default=0, help="training images in the epoch measurement (0 = the whole split)")
+    p.add_argument("--variants", nargs="*", default=None, metavar="NAME:FLAGS",
+                   help="variants as NAME:main.py flags over the default recipe (default: " +
+                   "; ".join(f"{n}:{f}" for n, f in VARIANTS).replace("%", "%%") + ")")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the variants")
+    p.add_argument("--steps", type=int, default=2, help="training steps per variant per round (and as many with data)")
+    p.add_argument("--infer-reps", type=int, default=5, help="batch-1 inferences per size per variant per round")
     p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile on the default variant")
-    p.add_argument("--skip-parity", action="store_true")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="the precision every variant trains and infers in (auto: what main.py picks here)")
     p.add_argument("--json", default=os.path.join(ROOT, "out", "benchmark_speed.json"))
     p.add_argument("--scale", action="store_true",
                    help="only measure the default recipe's start-up and first-epoch step rate on --data-dir "
@@ -286,99 +370,30 @@ def main(argv=None):
               f"{r['first_epoch_img_s']:.2f} img/s vs pure step {r['pure_step_img_s']:.2f} img/s = "
               f"{100 * r['fraction_of_step_rate']:.0f}%")
         return
-
-    # The seed's recipe (GAN step, one hole) is what the speed work measured; --nf etc. vary it.
-    base = Config(**{**SEED_RECIPE, "nf": args.nf, "image_size": args.image_size, "batch_size": args.batch_size,
-                     "device": args.device})
-    base.validate()
-    data_dir = args.data_dir or synthetic_folder(240)
-    default_rt = choose_runtime(args.device, "auto", True)
-    naive_rt = choose_runtime(args.device, "fp32", False)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {default_rt.device}; default precision {default_rt.precision}",
-          flush=True)
-
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
-    flops = flops_per_image(base)
-    print(f"per image: inference {flops['inference_gflop']:.1f} GFLOP, training step {flops['train_step_gflop']:.1f} GFLOP",
-          flush=True)
-
-    split = split_files(data_dir, base.val_fraction, base.test_fraction)
-    train_names = split["train"][:args.epoch_images] if args.epoch_images else split["train"]
-    files = ImageFiles(image_root(data_dir), train_names, base.image_size)
-    variants = {}
-    naive_cfg = Config(**{**base.__dict__, "precision": "fp32", "channels_last": False})
-    variants["naive"] = measure(naive_cfg, naive_rt, naive_batches(files, base.batch_size), args.steps)
-    print("naive:", {k: round(v, 2) for k, v in variants["naive"].items()}, flush=True)
-    source = ImageSource(files, base.cache_mb)
-    variants["default"] = measure(base, default_rt, cached_batches(source, base.batch_size), args.steps)
-    print("default:", {k: round(v, 2) for k, v in variants["default"].items()}, flush=True)
-    if args.compile:
-        variants["default+compile"] = measure(base, default_rt, cached_batches(source, base.batch_size), args.steps,
-                                              compile_generator=True)
-        print("default+compile:", {k: round(v, 2) for k, v in variants["default+compile"].items()}, flush=True)
-
-    # a real training epoch through main.train: data, augmentation, holes, step, progress bar and its syncs
-    with tempfile.TemporaryDirectory() as tmp:
-        epoch_cfg = Config(**{**base.__dict__, "data_dir": data_dir, "epochs": 1, "out_dir": tmp, "run_name": "epoch",
-                              "max_val_images": 20})
-        if args.epoch_images:
-            epoch_cfg.max_images = int(args.epoch_images / (1 - base.val_fraction - base.test_fraction)) + 1
-        reset_peak_rss()
-        row = train(epoch_cfg.validate())
-    epoch = {"img_s": row["train_images_per_s"], "seconds": row["seconds"],
-             "fraction_of_step_rate": row["train_images_per_s"] / variants["default"]["train_step_img_s"],
-             "peak_mb": peak_rss_mb()}
-
-    par = None if args.skip_parity else parity(base, data_dir, default_rt.precision)
-    onnx = onnx_inference(base, args.steps)
-
-    def pct(gflops, dtype):
-        return 100 * gflops / peaks[dtype]
-
-    rows = []
-    for name, v in variants.items():
-        tr = v["train_step_img_s"] * flops["train_step_gflop"]
-        inf = v["inference_img_s"] * flops["inference_gflop"]
-        rows.append({"variant": name, **v, "train_gflop_s": tr, "inference_gflop_s": inf,
-                     "train_pct_bf16_peak": pct(tr, "bf16"), "train_pct_fp32_peak": pct(tr, "fp32"),
-                     "inference_pct_bf16_peak": pct(inf, "bf16"), "inference_pct_fp32_peak": pct(inf, "fp32")})
-    n, d = variants["naive"], variants["default"]
-    ratios = {"train_step": d["train_step_img_s"] / n["train_step_img_s"],
-              "train_with_data": d["train_with_data_img_s"] / n["train_with_data_img_s"],
-              "inference": d["inference_img_s"] / n["inference_img_s"]}
-
-    print(f"\n## Speed: nf {base.nf}, {base.image_size} px, batch {base.batch_size}, device {default_rt.device}\n")
-    print("| variant | train step img/s | train + data img/s | inference img/s | train GFLOP/s (% bf16 / fp32 peak) "
-          "| inference GFLOP/s (% bf16 / fp32 peak) | peak MB train / infer |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['train_step_img_s']:.2f} | {r['train_with_data_img_s']:.2f} | {r['inference_img_s']:.2f} "
-              f"| {r['train_gflop_s']:.0f} ({r['train_pct_bf16_peak']:.0f}% / {r['train_pct_fp32_peak']:.0f}%) "
-              f"| {r['inference_gflop_s']:.0f} ({r['inference_pct_bf16_peak']:.0f}% / {r['inference_pct_fp32_peak']:.0f}%) "
-              f"| {r['train_peak_mb']:.0f} / {r['inference_peak_mb']:.0f} |")
-    print(f"\nratio default / naive: training step {ratios['train_step']:.2f}x, with data {ratios['train_with_data']:.2f}x, "
-          f"inference {ratios['inference']:.2f}x")
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; "
-          f"GFLOP per image: inference {flops['inference_gflop']:.1f}, training step {flops['train_step_gflop']:.1f}")
-    print(f"whole epoch (main.train, {len(train_names)} images): {epoch['img_s']:.2f} img/s = "
-          f"{100 * epoch['fraction_of_step_rate']:.0f}% of the pure step rate; peak RSS {epoch['peak_mb']:.0f} MB")
-    if onnx:
-        print(f"inference, fp32 NCHW on CPU: onnxruntime {onnx['onnxruntime_fp32_img_s']:.2f} img/s, PyTorch "
-              f"{onnx['torch_fp32_img_s']:.2f} img/s (the default bf16 + channels_last PyTorch path: "
-              f"{variants['default']['inference_img_s']:.2f} img/s)")
-    if par:
-        print(f"precision parity after {par['steps']} steps (nf 16, 64 px): val hole L1 fp32 {par['fp32']:.4f}, "
-              f"{default_rt.precision} {par[default_rt.precision]:.4f} ({100 * par['relative_difference']:.1f}% apart)")
+    specs = [tuple(v.split(":", 1)) if ":" in v else (v, "") for v in args.variants] if args.variants else VARIANTS
+    variants = [(name, variant_config(f"{flags} --precision {args.precision}", args.device)) for name, flags in specs]
+    rt = choose_runtime(args.device, variants[0][1].precision, variants[0][1].channels_last)
+    machine = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads, device {rt.device}, precision {rt.precision}")
+    print(machine, flush=True)
+    peaks = {"precision": rt.precision, "matmul": matmul_peak(rt.amp_dtype or torch.float32), "conv": conv_peak(rt)}
+    print(f"peaks: matmul {peaks['matmul']:.0f}, conv forward {peaks['conv']['forward']['gflop_s']:.0f}, "
+          f"conv forward+backward {peaks['conv']['train']['gflop_s']:.0f} GFLOP/s", flush=True)
+    data_dir = args.data_dir or synthetic_folder(120)
+    split = split_files(data_dir, 0.1, 0.1)
+    source = ImageSource(ImageFiles(image_root(data_dir), split["train"][:200], variants[0][1].image_size), 2048)
+    batch = next(source.batches(torch.arange(len(source)), 2, True))
+    flops = {name: flops_per_image(cfg, batch) for name, cfg in variants}
+    built = measure_variants(variants, rt, source, args.rounds, args.steps, args.infer_reps)
+    rows = [result_row(v, flops[v.name], peaks) for v in built]
+    default = next((cfg for name, cfg in variants if name == "default"), variants[0][1])
+    onnx = onnx_inference(default, 10 * args.infer_reps)
+    text = report(rows, peaks, machine, onnx)
+    print("\n" + text)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as fh:
-        json.dump({"config": {"nf": base.nf, "image_size": base.image_size, "batch_size": base.batch_size,
-                              "device": str(default_rt.device), "default_precision": default_rt.precision,
-                              "threads": torch.get_num_threads(), "torch": str(torch.__version__),
-                              "data_dir": data_dir},
-                   "matmul_peak_gflop_s": peaks, "gflop_per_image": flops, "variants": rows, "ratios": ratios,
-                   "epoch": epoch, "parity": par, "onnx": onnx}, fh, indent=2)
+        json.dump({"machine": machine, "peaks": peaks, "variants": rows, "onnx": onnx,
+                   "flags": dict(specs), "data_dir": data_dir}, fh, indent=2)
     print(f"wrote {args.json}")
 
 

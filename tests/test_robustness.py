@@ -337,3 +337,31 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_runs_nothing(tmp_path, 
     with open(bad_run / "plain.pkl", "rb") as fh:
         pickle.load(fh)
     assert target.exists()
+
+
+def test_a_mid_epoch_resume_goes_on_after_a_term_was_added_to_the_code(faces_dir, tmp_path):
+    """A run stopped mid-epoch by code that logged fewer terms (here: no l2; and no validation LPIPS, as before its
+    weights were installed) resumes under today's code: the new term's running mean starts at the resume, and
+    metrics.csv takes the new columns."""
+    import csv
+    import torch
+    out = str(tmp_path / "out")
+    run = os.path.join(out, "older")
+    run_script("main.py", "--preset", "tiny", "--data-dir", faces_dir, "--out-dir", out, "--run-name", "older",
+               "--epochs", "3", "--val-lpips-images", "4")
+    last = os.path.join(run, "last.pt")
+    ckpt = torch.load(last, weights_only=True)  # as older code would have written it mid-epoch 3
+    ckpt["epoch"], ckpt["step_in_epoch"] = 2, 3
+    ckpt["partial_epoch"] = {"sums": {k: v for k, v in {"gan_g": 2.0, "gan_d": 2.1, "l1": 0.9, "edge": 0.3,
+                                                        "ssim_loss": 2.4}.items()}, "good": 3}
+    ckpt["history"] = [{k: v for k, v in row.items() if k not in ("train_l2", "val_lpips")} for row in ckpt["history"][:2]]
+    torch.save(ckpt, last)
+    with open(os.path.join(run, "metrics.csv"), "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(ckpt["history"][0]))
+        writer.writeheader()
+        writer.writerows(ckpt["history"])
+    run_script("main.py", "--resume", run)  # no KeyError in the partial sums, no ValueError on the CSV header
+    rows = list(csv.DictReader(open(os.path.join(run, "metrics.csv"))))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    for column in ("train_l2", "val_lpips"):  # the new columns, empty in the rows from before they existed
+        assert rows[0][column] == rows[1][column] == "" and float(rows[2][column]) > 0
