@@ -53,7 +53,7 @@ def test_baselines_order_and_rough_values_on_real_faces(real_data):
     split = split_files(cfg.data_dir)
     split["test"] = split["test"][:40]
     images = open_splits(cfg, split, ("test",))["test"].take(40)
-    masks = fixed_masks(cfg, 40, "test")
+    masks = fixed_masks(cfg, 40, "test", "square")
     res = {n: evaluate_baseline(f, images, masks) for n, f in BASELINES.items()}
     psnr = {n: float(r["psnr"].mean()) for n, r in res.items()}
     ssim = {n: float(r["ssim"].mean()) for n, r in res.items()}

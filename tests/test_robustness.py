@@ -203,7 +203,7 @@ def test_signal_saves_last_and_prints_the_resume_command(faces_dir, tmp_path, si
 
 def test_second_ctrl_c_exits_at_once_without_corrupting(faces_dir, tmp_path):
     # steps of ~1 s, so the second signal lands while the first one's step is still running
-    proc = start_training(faces_dir, tmp_path, "--image-size", "128", "--nf", "32", "--batch-size", "8",
+    proc = start_training(faces_dir, tmp_path, "--image-size", "128", "--arch", "unet", "--nf", "32", "--batch-size", "8",
                           "--hole-size", "32", "--hole-margin", "8")
     wait_for_checkpoint(tmp_path / "r" / "last.pt", proc, timeout=300)
     proc.send_signal(signal.SIGINT)

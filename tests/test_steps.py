@@ -13,7 +13,8 @@ from models import inpaint
 
 
 def setup(w_adv=1.0, **kw):
-    cfg = Config(image_size=32, nf=8, d_nf=8, hole_size=8, hole_margin=4, ring=2, w_adv=w_adv, **kw).validate()
+    cfg = Config(image_size=32, crop=0, width=8, blocks=2, d_nf=8, hole_size=8, hole_margin=4, ring=2, w_adv=w_adv,
+                 **kw).validate()
     torch.manual_seed(0)
     g, d = build_generator(cfg), build_discriminator(cfg)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
@@ -127,8 +128,9 @@ def test_a_run_can_start_from_the_shipped_weights():
     from main import build_state
     rt = choose_runtime("cpu", "fp32", False)
     shipped, _ = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
-    state = build_state(Config(init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)
+    state = build_state(Config(arch="unet", crop=0, init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)
     assert all(torch.equal(p.float(), q) for p, q in zip(shipped.state_dict().values(), state.g.state_dict().values()))
     assert same(state.g, state.g_ema)
-    with pytest.raises(ConfigError, match="--init-from .*--nf"):
-        build_state(Config(init_from=SHIPPED_WEIGHTS, nf=16).validate(), rt, Distributed("cpu"), None)
+    for other in ({"arch": "unet", "nf": 16}, {}):  # a narrower U-Net; the default architecture
+        with pytest.raises(ConfigError, match="--init-from .*'arch': 'unet', 'nf': 32.*--arch and its arguments"):
+            build_state(Config(**other, init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)

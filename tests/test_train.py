@@ -71,7 +71,8 @@ def test_training_steps_fit_the_batch_they_see(faces_dir):
     from models import to_model_range
     from masks import training_masks
     from losses import l1_loss
-    cfg = Config(image_size=32, nf=8, d_nf=8, hole_size=8, hole_margin=4, ring=2, holes=2, lr_g=2e-3).validate()
+    cfg = Config(image_size=32, crop=0, width=8, blocks=2, d_nf=8, hole_size=8, hole_margin=4, ring=2, holes=2,
+                 lr_g=2e-3).validate()
     rt = choose_runtime("cpu", "fp32", False)
     torch.manual_seed(0)
     g, d = build_generator(cfg), build_discriminator(cfg)
@@ -199,7 +200,7 @@ def test_checkpoints_keep_the_weight_average_and_inference_uses_it(tiny_run):
 def test_cosine_schedule_and_ema_warmup():
     from config import Config
     from main import ema_decay, learning_rate_factor, update_ema
-    cos, const = Config(lr_schedule="cosine"), Config(lr_schedule="constant")
+    cos, const = Config(lr_schedule="cosine", warmup_steps=0), Config(lr_schedule="constant", warmup_steps=0)
     assert learning_rate_factor(cos, 0, 100) == 1 and abs(learning_rate_factor(cos, 50, 100) - 0.5) < 1e-12
     assert learning_rate_factor(cos, 100, 100) < 1e-12 and learning_rate_factor(const, 70, 100) == 1
     warm = Config(lr_schedule="constant", warmup_steps=10)  # linear from 1/10 at the first step to 1 at the tenth
