@@ -57,7 +57,9 @@ def test_packaging_writes_a_consistent_set_and_keeps_better_weights(tiny_run, fa
     assert sorted(os.listdir(target)) == ["README.md", "config.json", "generator.pt", "metrics.csv", "results.json"]
     readme = (target / "README.md").read_text()
     assert f"`{sha256(str(target / 'generator.pt'))}`" in readme
-    assert torch.load(target / "generator.pt", weights_only=True)["generator"]["enc1.0.weight"].dtype == torch.float16
+    shipped = torch.load(target / "generator.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in shipped["generator"].values())
+    assert shipped["model_args"]["arch"] == "dilated" and "generator dilated (width 8, blocks 2" in readme
     before = sha256(str(target / "generator.pt"))
     assert package_weights.package(tiny_run[0], "best", faces_dir, force=False) == 1  # not better: kept
     assert sha256(str(target / "generator.pt")) == before and len(os.listdir(tmp_path)) == 1  # no staging left
