@@ -549,7 +549,7 @@ def resumed_sums(run: Run, first: int) -> tuple:
 def train_epoch(run: Run, epoch: int, first: int) -> tuple:
     """Steps `first`.. of one epoch; (mean training losses, images seen, seconds). A signal stops it after
     the current step with last.pt saved (raises TrainingStopped)."""
-    cfg, rt, dist, state = run.cfg, run.rt, run.dist, run.state
+    cfg, dist, state = run.cfg, run.dist, run.state
     for net in run.nets:
         if net is not None:
             net.train()

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from losses import RECONSTRUCTION  # noqa: E402
-from models import composite  # noqa: E402
+from models import block_output_shapes, composite, parameter_table  # noqa: E402
 
 
 def _to_hwc(img: torch.Tensor):
@@ -101,11 +101,12 @@ def save_mask_examples(masks_by_kind: dict, path: str, image: "torch.Tensor | No
     plt.close(fig)
 
 
-def save_architecture_diagram(params: dict, shapes: dict, skips: list, path: str, title: str):
-    """Any generator as its blocks in forward order (name, parameters, output shape), each drawn at the
-    depth of its output resolution, with the resolution changes between them and its skip connections
-    (dashed). `params`, `shapes` and `skips` come from the model itself (models.parameter_table,
+def save_architecture_diagram(generator, size: int, path: str, title: str):
+    """Any generator as its blocks in forward order (name, parameters, output shape at size x size), each
+    drawn at the depth of its output resolution, with the resolution changes between them and its skip
+    connections (dashed). Everything comes from the model itself (models.parameter_table,
     models.block_output_shapes and the class's `skips`), so the figure cannot drift from the code."""
+    params, shapes, skips = parameter_table(generator), block_output_shapes(generator, size), type(generator).skips
     names = [n for n in shapes]
     full = max(s[1] for s in shapes.values())
     level = {n: round(math.log2(full / shapes[n][1])) for n in names}

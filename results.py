@@ -38,7 +38,7 @@ from dataset import open_splits, resolve_data_dir, split_files
 from evaluation import Judge, evaluate_baseline, evaluate_generator, generator_inpaint
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import hole_bounds, mean_ci95
-from models import block_output_shapes, describe, parameter_table, to_model_range, to_unit_range
+from models import describe, to_model_range, to_unit_range
 from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
@@ -453,8 +453,7 @@ def write_report(report_dir: str, out_dir: str, g, cfg: Config, ckpt_path: "str 
     if g is not None:
         copies.update({"inpainting_results.png": "inpainting_random.png",
                        "fixed_inpainting_results.png": "inpainting_fixed_positions.png"})
-        save_architecture_diagram(parameter_table(g), block_output_shapes(g, cfg.image_size), type(g).skips,
-                                  os.path.join(report_dir, "architecture.png"),
+        save_architecture_diagram(g, cfg.image_size, os.path.join(report_dir, "architecture.png"),
                                   f"Generator {describe(model_args(cfg))}, {cfg.image_size} px")
         wrote.append("architecture.png")
         history_path = os.path.join(os.path.dirname(ckpt_path), "metrics.csv")

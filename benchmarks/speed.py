@@ -16,7 +16,6 @@ them alike; each rate is the total over the rounds. Ratios are against `before` 
 whole images). Prints a table and writes it to JSON (--json).
 """
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -31,13 +30,12 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from checkpoints import build_discriminator, build_generator  # noqa: E402
+from checkpoints import build_discriminator, build_generator, model_args  # noqa: E402
 from config import DATA_ENV, Config, Runtime, build_parser, choose_runtime, resolve_config  # noqa: E402
 from dataset import ImageFiles, ImageSource, epoch_order, image_root, open_splits, split_files  # noqa: E402
 from main import train_step, training_input  # noqa: E402
 from masks import draw_mask, rng_for  # noqa: E402
 from models import describe, inpaint  # noqa: E402
-from checkpoints import model_args  # noqa: E402
 
 # (name, flags over the default recipe). `before` is the generator and input the project trained before
 # the architecture switch; `default` is today's default.
@@ -90,34 +88,6 @@ def conv_peak(rt: Runtime) -> dict:
         best = max(rates, key=rates.get)
         out[kind] = {"gflop_s": rates[best], "shape": best, "all": rates}
     return out
-
-
-def reset_peak_rss():
-    """Reset the kernel's peak-RSS counter (Linux) so each phase reports its own peak."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-
-
-def peak_rss_mb() -> float:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_memory_mb(rt) -> float:
-    if rt.device.type == "cuda":
-        return torch.cuda.max_memory_allocated(rt.device) / 2 ** 20
-    return peak_rss_mb()
-
-
-def reset_memory(rt):
-    if rt.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(rt.device)
-    reset_peak_rss()
 
 
 def sync(rt):
@@ -214,7 +184,6 @@ class Variant:
 
     def __init__(self, name: str, cfg: Config, rt: Runtime, source: ImageSource):
         self.name, self.cfg, self.rt = name, cfg, rt
-        self.nets, self.opts = None, None
         g, d, self.opts = build(cfg, rt)
         self.nets = (g, d)
         self.batches = source.batches(torch.arange(len(source)).repeat(1000), cfg.batch_size, True)

@@ -11,7 +11,7 @@ sys.path.insert(0, ROOT)
 
 from checkpoints import build_generator, model_args  # noqa: E402
 from config import Config  # noqa: E402
-from models import ARCHITECTURES, block_output_shapes, describe, parameter_table  # noqa: E402
+from models import ARCHITECTURES, describe  # noqa: E402
 from plots import save_architecture_diagram  # noqa: E402
 
 
@@ -25,8 +25,7 @@ def main(argv=None):
         cfg = Config(arch=arch, image_size=args.image_size)
         g = build_generator(cfg)
         path = os.path.join(args.out_dir, f"architecture_{arch}.png")
-        save_architecture_diagram(parameter_table(g), block_output_shapes(g, cfg.image_size), type(g).skips, path,
-                                  f"Generator {describe(model_args(cfg))}, {cfg.image_size} px")
+        save_architecture_diagram(g, cfg.image_size, path, f"Generator {describe(model_args(cfg))}, {cfg.image_size} px")
         print(f"wrote {path}")
 
 

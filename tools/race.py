@@ -12,6 +12,7 @@ to OUT/race.md with OUT/race.json and OUT/race_curves.png (training loss against
 Training and evaluation are separate steps (--skip-training re-judges finished runs).
 """
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -61,11 +62,10 @@ def judge(args, name: str) -> dict:
         return json.load(fh)
 
 
-def last_row(run_dir: str) -> dict:
-    import csv
+def steps(run_dir: str) -> list:
+    """A run's steps.csv rows (its training curve)."""
     with open(os.path.join(run_dir, "steps.csv"), newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return rows[-1] if rows else {}
+        return list(csv.DictReader(fh))
 
 
 def table(results: dict, args) -> str:
@@ -83,20 +83,18 @@ def table(results: dict, args) -> str:
                 psnr, lpips = m.get("psnr", {}).get("mean"), m.get("lpips", {}).get("mean")
                 cells.append("–" if psnr is None else f"{psnr:.2f} / {lpips:.4f}" if lpips is not None else f"{psnr:.2f}")
             lines.append(f"| {kind} | {'pooled' if bucket == 'all' else bucket} | " + " | ".join(cells) + " |")
-    seen = [f"{n}: {int(last_row(os.path.join(args.out_dir, n)).get('images', 0)):,} images in "
-            f"{float(last_row(os.path.join(args.out_dir, n)).get('minutes', 0)):.1f} min" for n in names]
+    last = {n: (steps(os.path.join(args.out_dir, n)) or [{}])[-1] for n in names}
+    seen = [f"{n}: {int(last[n].get('images', 0)):,} images in {float(last[n].get('minutes', 0)):.1f} min" for n in names]
     return "\n".join(lines) + "\n\nTraining: " + "; ".join(seen) + "\n"
 
 
 def curves(names: list, args):
-    import csv
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
-        with open(os.path.join(args.out_dir, name, "steps.csv"), newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = steps(os.path.join(args.out_dir, name))
         for ax, x in zip(axes, ("minutes", "images")):
             ax.plot([float(r[x]) for r in rows], [float(r["l2"]) for r in rows], label=name)
     for ax, x in zip(axes, ("minutes trained", "training images seen")):
