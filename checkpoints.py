@@ -71,7 +71,19 @@ def build_generator(cfg: Config) -> torch.nn.Module:
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
-    return Discriminator(nf=cfg.d_nf, in_channels=4 if cfg.d_mask else 3)
+    return Discriminator(nf=cfg.d_nf, in_channels=4 if cfg.d_mask else 3, layers=cfg.d_layers, norm=cfg.d_norm)
+
+
+# The seed's discriminator as saved before its layers were grouped into blocks (net.K -> net.block.K).
+OLD_DISCRIMINATOR_KEYS = {"net.0.": "net.0.0.", "net.2.": "net.1.0.", "net.3.": "net.1.1.", "net.5.": "net.2."}
+
+
+def upgrade_discriminator(weights: dict) -> dict:
+    """A discriminator state dict in today's key layout (old checkpoints of the seed's one are renamed)."""
+    if "net.5.weight" not in weights:
+        return weights
+    rename = lambda k: next((new + k[len(old):] for old, new in OLD_DISCRIMINATOR_KEYS.items() if k.startswith(old)), k)
+    return {rename(k): v for k, v in weights.items()}
 
 
 def saved_config(ckpt: dict) -> Config:
@@ -130,7 +142,7 @@ class TrainingState:
             self.g_ema.load_state_dict(ckpt["generator_ema"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
         if self.d is not None:  # a checkpoint from before the discriminator was optional may hold an unused one
-            self.d.load_state_dict(ckpt["discriminator"])
+            self.d.load_state_dict(upgrade_discriminator(ckpt["discriminator"]))
             self.opt_d.load_state_dict(ckpt["opt_d"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])

@@ -59,11 +59,16 @@ class Config:
     prefill: bool = F(False, "fill holes with a cheap smooth (push-pull) fill and predict a correction to it")
     init_from: str = F("", "start the generator (and its moving average) from this checkpoint's weights, e.g. weights/generator.pt for a fine-tune")
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
+    d_layers: int = F(4, "stride-2 layers of the PatchGAN discriminator: its patches are ~22 px at 2, ~94 px at 4 (seed: 2)")
+    d_norm: str = F("spectral", "normalisation in the discriminator: spectral or batch (seed: batch)")
     d_mask: bool = F(False, "the discriminator also sees the mask; only patches touching a hole are labelled fake")
+    mask_blur: float = F(0.0, "with --d-mask, soft labels: how fake a patch is = the mask blurred by a Gaussian of this sigma (px); 0 = hard")
     # --- losses ---
     w_adv: float = F(0.0, "weight of the non-saturating adversarial loss (0 disables the discriminator; seed: 1)")
     adv_start: float = F(0.0, "fraction of the run trained on reconstruction alone before the adversarial term starts")
     adv_ramp: float = F(0.0, "fraction of the run over which the adversarial weight then rises linearly to w_adv")
+    w_fm: float = F(0.0, "weight of feature matching on the discriminator's features (LaMa); needs w_adv > 0")
+    w_r1: float = F(0.0, "weight of the R1 gradient penalty on the discriminator's real images; needs w_adv > 0")
     w_l1: float = F(100.0, "weight of the L1 reconstruction loss")
     w_edge: float = F(10.0, "weight of the Sobel edge loss")
     w_ssim: float = F(1.0, "weight of the 1 - SSIM loss")
@@ -155,10 +160,17 @@ class Config:
              f"must be 0 (whole images) or a multiple of {multiple} (what --arch {self.arch} takes) from 32 to "
              f"--image-size {self.image_size}")
         need(self.d_nf >= 1, "d_nf", "must be >= 1")
+        need(1 <= self.d_layers <= 6, "d_layers", "must be from 1 to 6")
+        need(self.d_norm in ("spectral", "batch"), "d_norm", "must be spectral or batch")
+        seen = self.crop or self.image_size  # what the discriminator is shown in training
+        need(seen >= 2 ** (self.d_layers + 1) or self.w_adv == 0, "d_layers",
+             f"leaves no patch on a {seen} px training image: lower it or raise --crop / --image-size")
 
     def _check_training(self, need, errors: list):
-        for w in ("w_adv", "w_l1", "w_edge", "w_ssim", "w_l2"):
+        for w in ("w_adv", "w_fm", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "mask_blur"):
             need(math.isfinite(getattr(self, w)) and getattr(self, w) >= 0, w, "must be a finite number >= 0")
+        need(self.w_adv > 0 or self.w_fm + self.w_r1 == 0, "w_fm",
+             "and --w-r1 act through the discriminator, which --w-adv 0 turns off: set --w-adv > 0 too")
         need(self.w_l1 + self.w_edge + self.w_ssim + self.w_l2 > 0, "w_l1", "at least one reconstruction loss weight must be > 0")
         need(self.loss_region in ("hole_ring", "whole"), "loss_region", "must be hole_ring or whole")
         need(self.epochs >= 1, "epochs", "must be >= 1")
@@ -215,18 +227,18 @@ class ConfigError(UserError, ValueError):
 
 
 # Fields added after runs had been saved, with the value those runs had: a run from before the architecture
-# switch is a U-Net trained on whole images.
-SAVED_BEFORE = {"arch": "unet", "crop": 0}
+# switch is a U-Net trained on whole images, with the seed's discriminator.
+SAVED_BEFORE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch"}
 
 # Presets change only what differs from the field defaults (the default recipe, chosen on the
 # validation split: docs/experiments.md). The seed's recipe as written is kept as its own preset.
-SEED_RECIPE = {"arch": "unet", "crop": 0, "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
+SEED_RECIPE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
                "ema": 0.0, "epochs": 20, "best_metric": "ssim"}
 PRESETS = {
     "default": {},
     "seed": SEED_RECIPE,
     "whole": {**SEED_RECIPE, "nf": 32, "epochs": 30, "loss_region": "whole"},
-    "tiny": {"w_adv": 1.0, "holes": 2, "image_size": 32, "crop": 0, "width": 8, "blocks": 2, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
+    "tiny": {"w_adv": 1.0, "d_layers": 2, "holes": 2, "image_size": 32, "crop": 0, "width": 8, "blocks": 2, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
              "warmup_steps": 0, "epochs": 2, "batch_size": 4, "max_images": 40, "max_val_images": 8, "grid_images": 4,
              "workers": 0, "log_every": 2, "val_lpips_images": 0},  # LPIPS's 2.5 s load is most of a smoke run
 }

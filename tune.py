@@ -41,7 +41,7 @@ def crop_choices(base: Config) -> list:
 def suggest_config(trial: optuna.Trial, base: Config) -> Config:
     """The levers that matter, searched around the base recipe: the architecture and its size, the crop,
     the learning rate, every reconstruction weight, and the adversarial weight and the discriminator's
-    learning rate when the base recipe has the GAN on."""
+    learning rate, feature matching, R1 and the discriminator's depth when the base recipe has the GAN on."""
     v = base.to_dict()
     v["arch"] = trial.suggest_categorical("arch", sorted(ARCHITECTURES))
     if v["arch"] == "unet":
@@ -58,6 +58,9 @@ def suggest_config(trial: optuna.Trial, base: Config) -> Config:
     if base.w_adv > 0:  # the GAN's levers only where the base recipe has one
         v["w_adv"] = trial.suggest_float("w_adv", 0.01, 10.0, log=True)
         v["lr_d"] = trial.suggest_float("lr_d", base.lr_d / 5, base.lr_d * 5, log=True)
+        v["w_fm"] = trial.suggest_categorical("w_fm", [0.0, 10.0, 100.0])
+        v["w_r1"] = trial.suggest_categorical("w_r1", [0.0, 0.001, 0.01])
+        v["d_layers"] = trial.suggest_int("d_layers", 2, 4)
     v["batch_size"] = trial.suggest_categorical("batch_size", sorted({max(2, base.batch_size // 2), base.batch_size}))
     return Config.from_dict(v).validate()
 

@@ -6,13 +6,14 @@ import torch
 
 from checkpoints import build_discriminator, build_generator
 from config import Config, choose_runtime
-from losses import RECONSTRUCTION
+from losses import RECONSTRUCTION, Adversarial, adversarial_part
 from main import (adversarial_weight, backward_and_step, collapse_message, discriminator_step, generator_step,
                   train_step)
 from models import inpaint
 
 
 def setup(w_adv=1.0, **kw):
+    kw = {"d_layers": 2, **kw}
     cfg = Config(image_size=32, crop=0, width=8, blocks=2, d_nf=8, hole_size=8, hole_margin=4, ring=2, w_adv=w_adv,
                  **kw).validate()
     torch.manual_seed(0)
@@ -27,24 +28,31 @@ def same(a, b):
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("d_mask", [False, True])
-def test_discriminator_step_moves_only_the_discriminator(d_mask):
-    cfg, g, d, x, m, rt = setup(d_mask=d_mask)
+GAN_VARIANTS = [{"d_mask": False}, {"d_mask": True}, {"d_mask": True, "mask_blur": 3.0, "w_fm": 10.0, "w_r1": 0.1},
+                {"d_layers": 3, "d_norm": "batch", "w_fm": 1.0}]
+
+
+@pytest.mark.parametrize("kw", GAN_VARIANTS)
+def test_discriminator_step_moves_only_the_discriminator(kw):
+    cfg, g, d, x, m, rt = setup(**kw)
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
     raw, composite = inpaint(g, x, m)
-    loss = discriminator_step(d, torch.optim.Adam(d.parameters(), lr=1e-3), x, composite, m, cfg, rt)
-    assert loss is not None and torch.isfinite(loss)
+    values = discriminator_step(Adversarial(cfg), d, torch.optim.Adam(d.parameters(), lr=1e-3), x, composite, m, rt)
+    assert set(values) == ({"gan_d", "r1"} if cfg.w_r1 else {"gan_d"})
+    assert all(torch.isfinite(v) for v in values.values()) and float(values.get("r1", 1)) > 0
     assert not same(d, d0) and same(g, g0)
     assert all(p.grad is None for p in g.parameters())  # the composite was detached
 
 
-@pytest.mark.parametrize("d_mask", [False, True])
-def test_generator_step_moves_only_the_generator_and_never_grads_the_discriminator(d_mask):
-    cfg, g, d, x, m, rt = setup(d_mask=d_mask)
+@pytest.mark.parametrize("kw", GAN_VARIANTS)
+def test_generator_step_moves_only_the_generator_and_never_grads_the_discriminator(kw):
+    cfg, g, d, x, m, rt = setup(**kw)
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
     raw, composite = inpaint(g, x, m)
-    out = generator_step(d, torch.optim.Adam(g.parameters(), lr=1e-3), raw, composite, x, m, cfg, rt, cfg.w_adv)
-    assert set(out) == {"gan_g", *RECONSTRUCTION} and out["gan_g"] > 0
+    out = generator_step(Adversarial(cfg), d, torch.optim.Adam(g.parameters(), lr=1e-3), raw, composite, x, m, cfg, rt,
+                         cfg.w_adv)
+    assert set(out) == {"gan_g", *(["fm"] if cfg.w_fm else []), *RECONSTRUCTION} and out["gan_g"] > 0
+    assert float(out.get("fm", 1)) > 0
     assert not same(g, g0) and same(d, d0)
     assert all(p.grad is None for p in d.parameters()) and all(p.requires_grad for p in d.parameters())
 
@@ -85,6 +93,11 @@ def test_adversarial_weight_waits_then_ramps():
     assert adversarial_weight(Config(w_adv=0.3), 0.0) == 0.3  # no warm-up: on from the first step
 
 
+def critique(fake_logits, real_logits, fakeness):
+    from losses import Critique
+    return Critique([fake_logits], [real_logits], fakeness)
+
+
 def test_masked_discriminator_labels_only_hole_patches_fake():
     from losses import discriminator_loss, generator_adversarial_loss, hole_patches
     mask = torch.zeros(2, 1, 32, 32)
@@ -94,12 +107,46 @@ def test_masked_discriminator_labels_only_hole_patches_fake():
     assert patches[:, :, :2, :2].eq(1).all() and patches.sum() == 2 * 4  # the top-left cells only
     # patches outside the hole count as real: with no hole patch at all, the composite is judged like a real image
     real_only = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-    assert torch.allclose(discriminator_loss(logits, logits, torch.zeros_like(patches)), real_only)
+    assert torch.allclose(discriminator_loss(critique(logits, logits, torch.zeros_like(patches))), real_only)
     # the generator's adversarial loss ignores what the discriminator says outside the hole
     changed = logits.clone()
     changed[:, :, 4:, 4:] += 5
-    assert torch.equal(generator_adversarial_loss(logits, patches), generator_adversarial_loss(changed, patches))
-    assert not torch.equal(generator_adversarial_loss(logits), generator_adversarial_loss(changed))
+    assert torch.equal(generator_adversarial_loss(critique(logits, logits, patches)),
+                       generator_adversarial_loss(critique(changed, logits, patches)))
+    everywhere = torch.ones_like(patches)
+    assert not torch.equal(generator_adversarial_loss(critique(logits, logits, everywhere)),
+                           generator_adversarial_loss(critique(changed, logits, everywhere)))
+
+
+def test_soft_labels_are_one_in_the_hole_fade_outside_and_zero_far_away():
+    from losses import hole_patches
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[:, :, 24:40, 24:40] = 1
+    soft = hole_patches(mask, torch.zeros(1, 1, 16, 16), blur=4.0)[0, 0]
+    assert soft[7, 7] == 1 and soft[0, 0] < 1e-3 and 0 < soft[5, 7] < 1  # a cell just outside the hole
+    hard = hole_patches(mask, torch.zeros(1, 1, 16, 16))[0, 0]
+    assert hard.sum() == 16 and (soft[hard == 0] < 1).all()  # hard: the 4x4 hole cells; soft is below 1 off them
+
+
+def test_adversarial_terms_join_only_with_a_weight_and_r1_penalises_a_steep_discriminator():
+    assert Adversarial(Config(w_adv=1.0)).keys == ("gan_g", "gan_d")
+    assert Adversarial(Config(w_adv=1.0, w_fm=5.0, w_r1=0.01)).keys == ("gan_g", "fm", "gan_d", "r1")
+    assert adversarial_part(Config(w_adv=0.0)) is None
+    from losses import Critique, r1_penalty
+    x = torch.randn(3, 3, 8, 8, requires_grad=True)
+    steep = Critique([None], [(5 * x).sum(dim=(1, 2, 3), keepdim=True)], torch.ones(3, 1, 1, 1), x)
+    assert torch.isclose(r1_penalty(steep), torch.tensor(25.0 * 3 * 8 * 8))  # |d(5 sum x)/dx|^2 per image
+
+
+def test_an_old_seed_discriminator_checkpoint_loads():
+    from checkpoints import upgrade_discriminator
+    from models import Discriminator
+    new = Discriminator(nf=8)
+    old_names = {"net.0.0.": "net.0.", "net.1.0.": "net.2.", "net.1.1.": "net.3.", "net.2.": "net.5."}
+    old = {next(o + k[len(n):] for n, o in old_names.items() if k.startswith(n)): v for k, v in new.state_dict().items()}
+    again = Discriminator(nf=8)
+    again.load_state_dict(upgrade_discriminator(old))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), new.state_dict().values()))
 
 
 def test_gradient_clipping_bounds_the_update():
