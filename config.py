@@ -61,21 +61,21 @@ class Config:
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
     d_layers: int = F(4, "stride-2 layers of the PatchGAN discriminator: its patches are ~22 px at 2, ~94 px at 4 (seed: 2)")
     d_norm: str = F("spectral", "normalisation in the discriminator: spectral or batch (seed: batch)")
-    d_mask: bool = F(False, "the discriminator also sees the mask; only patches touching a hole are labelled fake")
-    mask_blur: float = F(0.0, "with --d-mask, soft labels: how fake a patch is = the mask blurred by a Gaussian of this sigma (px); 0 = hard")
+    d_mask: bool = F(True, "the discriminator also sees the mask; only patches touching a hole are labelled fake")
+    mask_blur: float = F(4.0, "with --d-mask, soft labels: how fake a patch is = the mask blurred by a Gaussian of this sigma (px); 0 = hard")
     # --- losses ---
-    w_adv: float = F(0.0, "weight of the non-saturating adversarial loss (0 disables the discriminator; seed: 1)")
-    adv_start: float = F(0.0, "fraction of the run trained on reconstruction alone before the adversarial term starts")
-    adv_ramp: float = F(0.0, "fraction of the run over which the adversarial weight then rises linearly to w_adv")
-    w_fm: float = F(0.0, "weight of feature matching on the discriminator's features (LaMa); needs w_adv > 0")
-    w_r1: float = F(0.0, "weight of the R1 gradient penalty on the discriminator's real images; needs w_adv > 0")
+    w_adv: float = F(10.0, "weight of the non-saturating adversarial loss (0 turns the GAN off: no discriminator, no GAN term; seed: 1)")
+    adv_start: float = F(0.5, "fraction of the run trained on reconstruction alone before the adversarial terms start")
+    adv_ramp: float = F(0.1, "fraction of the run over which the adversarial weights then rise linearly to theirs")
+    w_fm: float = F(100.0, "weight of feature matching on the discriminator's features (LaMa); a GAN term: off with w_adv 0")
+    w_r1: float = F(0.0, "weight of the R1 gradient penalty on the discriminator's real images; a GAN term: off with w_adv 0")
     w_l1: float = F(100.0, "weight of the L1 reconstruction loss")
     w_edge: float = F(10.0, "weight of the Sobel edge loss")
     w_ssim: float = F(1.0, "weight of the 1 - SSIM loss")
     w_l2: float = F(1000.0, "weight of the mean squared error (the loss PSNR measures)")
     loss_region: str = F("hole_ring", "where reconstruction losses look: hole_ring (hole + context ring) or whole (every pixel)")
     # --- optimisation ---
-    epochs: int = F(90, "passes over the training split")
+    epochs: int = F(7, "passes over the training split (7 of CelebA's 16,903 training faces: ~3 h here in fp32)")
     batch_size: int = F(20, "images per step")
     lr_g: float = F(1e-3, "Adam learning rate of the generator")
     lr_d: float = F(2e-4, "Adam learning rate of the discriminator")
@@ -169,8 +169,6 @@ class Config:
     def _check_training(self, need, errors: list):
         for w in ("w_adv", "w_fm", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "mask_blur"):
             need(math.isfinite(getattr(self, w)) and getattr(self, w) >= 0, w, "must be a finite number >= 0")
-        need(self.w_adv > 0 or self.w_fm + self.w_r1 == 0, "w_fm",
-             "and --w-r1 act through the discriminator, which --w-adv 0 turns off: set --w-adv > 0 too")
         need(self.w_l1 + self.w_edge + self.w_ssim + self.w_l2 > 0, "w_l1", "at least one reconstruction loss weight must be > 0")
         need(self.loss_region in ("hole_ring", "whole"), "loss_region", "must be hole_ring or whole")
         need(self.epochs >= 1, "epochs", "must be >= 1")
@@ -228,17 +226,18 @@ class ConfigError(UserError, ValueError):
 
 # Fields added after runs had been saved, with the value those runs had: a run from before the architecture
 # switch is a U-Net trained on whole images, with the seed's discriminator.
-SAVED_BEFORE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch"}
+SAVED_BEFORE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask_blur": 0.0, "w_fm": 0.0}
 
 # Presets change only what differs from the field defaults (the default recipe, chosen on the
 # validation split: docs/experiments.md). The seed's recipe as written is kept as its own preset.
-SEED_RECIPE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
+SEED_RECIPE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "d_mask": False, "mask_blur": 0.0, "w_fm": 0.0,
+               "adv_start": 0.0, "adv_ramp": 0.0, "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
                "ema": 0.0, "epochs": 20, "best_metric": "ssim"}
 PRESETS = {
     "default": {},
     "seed": SEED_RECIPE,
     "whole": {**SEED_RECIPE, "nf": 32, "epochs": 30, "loss_region": "whole"},
-    "tiny": {"w_adv": 1.0, "d_layers": 2, "holes": 2, "image_size": 32, "crop": 0, "width": 8, "blocks": 2, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
+    "tiny": {"w_adv": 1.0, "d_layers": 2, "adv_start": 0.0, "adv_ramp": 0.0, "holes": 2, "image_size": 32, "crop": 0, "width": 8, "blocks": 2, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
              "warmup_steps": 0, "epochs": 2, "batch_size": 4, "max_images": 40, "max_val_images": 8, "grid_images": 4,
              "workers": 0, "log_every": 2, "val_lpips_images": 0},  # LPIPS's 2.5 s load is most of a smoke run
 }

@@ -186,11 +186,13 @@ def cached(cache_dir: "str | None", key: str, compute) -> tuple:
 
 class Evaluator:
     """Everything one evaluation shares across its mask sets: the images, the model, the judge (metrics,
-    LPIPS, VGG features), the worker pool for the classical fills and the on-disk cache of their results."""
+    LPIPS, VGG features), the identity judge (None when off), the worker pool for the classical fills and the
+    on-disk cache of their results."""
 
-    def __init__(self, images, names, g, rt, judge, executor, cache_dir, skip_baselines):
+    def __init__(self, images, names, g, rt, judge, executor, cache_dir, skip_baselines, identity_judge=None):
         self.images, self.names, self.g, self.rt, self.judge = images, names, g, rt, judge
         self.executor, self.cache_dir, self.skip_baselines = executor, cache_dir, skip_baselines
+        self.identity_judge = identity_judge
         self.methods = ([] if skip_baselines else list(BASELINES)) + ([OURS] if g is not None else [])
         self.hits = self.misses = 0
         self.model_key = content_key(*(v.cpu() for v in g.state_dict().values())) if g is not None else ""
@@ -199,21 +201,24 @@ class Evaluator:
             key = content_key("real", names, images)
             self.real = cached(cache_dir, key, lambda: {"features": judge.real_features(images)})[0]["features"]
 
-    def identity_key(self, images: torch.Tensor) -> list:
-        """The cache-key part saying which of these faces identity is measured on (none: no part, so results
-        cached without identity stay valid)."""
-        if self.judge.identity is None:
-            return []
-        return ["identity", [face_key(x) in self.judge.faces for x in images]]
-
-    def measure(self, name: str, images: torch.Tensor, masks: torch.Tensor, bar) -> dict:
+    def measure(self, name: str, images: torch.Tensor, masks: torch.Tensor, bar, judge=None) -> dict:
         """One method's per-image measurements, the first GRID_ROWS composites kept for the figures."""
+        judge = judge or self.judge
         if name != OURS:
-            return evaluate_baseline(BASELINES[name], images, masks, self.judge, self.executor, keep=GRID_ROWS,
+            return evaluate_baseline(BASELINES[name], images, masks, judge, self.executor, keep=GRID_ROWS,
                                      progress=bar)
-        out = evaluate_generator(self.g, images, masks, self.rt, keep_outputs=GRID_ROWS, judge=self.judge,
-                                 progress=bar)
+        out = evaluate_generator(self.g, images, masks, self.rt, keep_outputs=GRID_ROWS, judge=judge, progress=bar)
         out.pop("raw", None)
+        return out
+
+    def identity(self, name: str, key: str, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """N: the identity distance of each composite (NaN off the identity faces). Measured and cached on its
+        own, on those faces only, so adding it recomputes no cached result and costs a fraction of one."""
+        faces = torch.tensor([face_key(x) in self.identity_judge.faces for x in images], dtype=torch.bool)
+        out = torch.full((len(images),), float("nan"), dtype=torch.float64)
+        if faces.any():
+            sub = lambda: {"identity": self.measure(name, images[faces], masks[faces], None, self.identity_judge)["identity"]}
+            out[faces] = cached(self.cache_dir, content_key("identity", key, faces), sub)[0]["identity"]
         return out
 
     def evaluate(self, label: str, idx: torch.Tensor, masks: torch.Tensor) -> dict:
@@ -224,11 +229,12 @@ class Evaluator:
                   disable=None) as bar:
             for name in self.methods:
                 bar.set_postfix_str(name)
-                key = content_key(name, self.judge.lpips is not None, names, images, masks.bool(),
-                                  *self.identity_key(images))
+                key = content_key(name, self.judge.lpips is not None, names, images, masks.bool())
                 if name == OURS:  # a model's outputs depend on its weights and on the device and precision too
                     key = content_key(key, self.model_key, str(self.rt.device), self.rt.precision)
                 per_method[name], hit = cached(self.cache_dir, key, lambda: self.measure(name, images, masks, bar))
+                if self.identity_judge is not None:
+                    per_method[name] = {**per_method[name], "identity": self.identity(name, key, images, masks)}
                 self.hits, self.misses = self.hits + hit, self.misses + (not hit)
                 bar.update(len(idx) * len(per_method) - bar.n)  # a cached method completes at once
         print(f"{label}: {len(self.methods)} methods on {len(idx)} images in {time.perf_counter() - start:.0f} s"
@@ -410,10 +416,12 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
     cycle = buckets == "cycle" or (buckets == "auto" and len(names) > FULL_BUCKETS_UP_TO)
     summaries, md, csv_rows, grids = {}, [], [], {}
     with process_pool(jobs) or contextlib.nullcontext() as executor:
-        judge = Judge(perceptual, device=rt.device, identity=identity_images > 0)
+        identity_judge = None
         if identity_images > 0:
-            judge.add_identity_faces(images[:identity_images])
-        ev = Evaluator(images, names, g, rt, judge, executor, cache_dir, skip_baselines)
+            identity_judge = Judge(perceptual=False, identity=True)
+            identity_judge.add_identity_faces(images[:identity_images])
+        ev = Evaluator(images, names, g, rt, Judge(perceptual, device=rt.device), executor, cache_dir, skip_baselines,
+                       identity_judge)
         for kind in kinds:
             summaries[kind], text, rows, grids[kind] = evaluate_kind(ev, cfg, kind, split_name, cycle, out_dir)
             md.append(text)
@@ -430,6 +438,69 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
     return summaries
 
 
+CLASSICAL = [m for m in BASELINES if m != "mean fill"]  # the fills a user would reach for
+
+
+def headline_table(summaries: dict) -> str:
+    """One row per hole kind (every bucket pooled): ours against biharmonic (the pixel bar) and PatchMatch
+    (the perceptual bar), in hole PSNR, LPIPS and, when measured, the share of faces still recognised."""
+    cols = [("psnr", "hole PSNR dB ↑"), ("lpips", "LPIPS ↓"), ("same_person", "same person % ↑")]
+    methods = [OURS, "biharmonic", "PatchMatch"]
+    first = next(iter(summaries.values()))["all"]
+    cols = [(k, h) for k, h in cols if all(k in first.get(m, {}) for m in methods)]
+    lines = ["| holes | " + " | ".join(f"{h}: {m}" for k, h in cols for m in methods) + " |",
+             "|" + "---|" * (1 + len(cols) * len(methods))]
+    for kind, by_bucket in summaries.items():
+        s = by_bucket["all"]
+        if not all(m in s for m in methods):
+            continue
+        cells = []
+        for k, _ in cols:
+            values = [s[m][k][0] * SCALE.get(k, 1) for m in methods]
+            best = max(values) if k != "lpips" else min(values)
+            cells += [f"**{v:.{DIGITS.get(k, 4)}f}**" if v == best else f"{v:.{DIGITS.get(k, 4)}f}" for v in values]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goal_rows(summaries: dict) -> list:
+    """(goal, measured, met) for the quality goals that one model's evaluation can check."""
+    rows = []
+    sq = summaries.get("square", {}).get("all", {})
+    if OURS in sq and "biharmonic" in sq:
+        gain = sq[OURS]["psnr"][0] - sq["biharmonic"]["psnr"][0]
+        rows.append(("squares: hole PSNR ≥ biharmonic + 2.5 dB", f"{gain:+.2f} dB", gain >= 2.5))
+        rows.append(("squares: hole SSIM ≥ 0.70", f"{sq[OURS]['ssim'][0]:.4f}", sq[OURS]["ssim"][0] >= 0.70))
+    for kind in ("boxes", "strokes"):
+        buckets = {b: s for b, s in summaries.get(kind, {}).items() if b != "all" and OURS in s and "biharmonic" in s}
+        if not buckets:
+            continue
+        gaps = {b: s[OURS]["psnr"][0] - s["biharmonic"]["psnr"][0] for b, s in buckets.items()}
+        worst = min(gaps, key=gaps.get)
+        rows.append((f"{kind}: hole PSNR ≥ biharmonic in every bucket", f"worst {worst}: {gaps[worst]:+.2f} dB",
+                     gaps[worst] >= 0))
+        pooled = summaries[kind]["all"]
+        gain = pooled[OURS]["psnr"][0] - pooled["biharmonic"]["psnr"][0]
+        rows.append((f"{kind}: pooled hole PSNR ≥ biharmonic + 1 dB", f"{gain:+.2f} dB", gain >= 1.0))
+    for kind, by_bucket in summaries.items():
+        sets = {b: s for b, s in by_bucket.items() if (b != "all" or len(by_bucket) == 1) and OURS in s
+                and "lpips" in s[OURS] and all(m in s for m in CLASSICAL)}
+        if not sets:
+            continue
+        gaps = {b: s[OURS]["lpips"][0] - min(s[m]["lpips"][0] for m in CLASSICAL) for b, s in sets.items()}
+        worst = max(gaps, key=gaps.get)
+        rows.append((f"{kind}: LPIPS < the best classical fill's in every bucket",
+                     f"worst {worst}: {gaps[worst]:+.4f}", gaps[worst] < 0))
+    return rows
+
+
+def goals_table(summaries: dict) -> str:
+    rows = goal_rows(summaries)
+    lines = ["| goal | ours | met |", "|---|---|---|"]
+    lines += [f"| {goal} | {measured} | {'yes' if met else '**no**'} |" for goal, measured, met in rows]
+    return "\n".join(lines) if rows else ""
+
+
 def write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv_rows, grids, images, cycle,
                   perceptual):
     """results.md, results.json, per_image.csv and one comparison figure per kind."""
@@ -441,8 +512,13 @@ def write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv
                  f"{len(names)} original images; both are evaluation-only networks, never training losses, and "
                  "neither is Inception-FID. " if perceptual else "")
               + f"Times are per image on {rt.device}.\n\n")
+    overview = ""
+    if any(OURS in s["all"] for s in summaries.values()):
+        overview = (f"## Headline: every bucket of each kind pooled\n\n{headline_table(summaries)}\n\n"
+                    f"## Goals\n\n{goals_table(summaries)}\n\n")
+        print("\n" + overview, flush=True)
     with open(os.path.join(out_dir, "results.md"), "w") as fh:
-        fh.write(header + "\n".join(md))
+        fh.write(header + overview + "\n".join(md))
     first = summaries[kinds[0]]["all"]
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump({"split": split_name, "images": len(names), "image_size": cfg.image_size,

@@ -15,13 +15,14 @@ def test_seed_preset_is_the_seed_recipe_as_written():
     assert (c.w_adv, c.w_l1, c.w_edge, c.w_ssim, c.w_l2) == (1, 100, 10, 1, 0)
     assert (c.lr_g, c.lr_d, c.beta1, c.beta2, c.batch_size, c.epochs) == (2e-4, 2e-4, 0.5, 0.999, 20, 20)
     assert (c.lr_schedule, c.ema, c.prefill, c.best_metric) == ("constant", 0, False, "ssim")
+    assert (c.d_layers, c.d_norm, c.d_mask, c.w_fm, c.adv_start) == (2, "batch", False, 0, 0)  # the seed's GAN
 
 
 def test_default_preset_is_the_field_defaults():
     c = resolve()
     assert c.preset == "default" and c.to_dict() == {**Config().to_dict(), "data_dir": c.data_dir}
-    assert (c.nf, c.holes, c.w_adv, c.w_l2, c.lr_schedule) == (32, 6, 0, 1000, "cosine") and 0 < c.ema < 1
-    assert (c.arch, c.crop, c.mask) == ("dilated", 128, "mixed")
+    assert (c.nf, c.holes, c.w_adv, c.w_fm, c.w_l2, c.lr_schedule) == (32, 6, 10, 100, 1000, "cosine") and 0 < c.ema < 1
+    assert (c.arch, c.crop, c.mask, c.adv_start, c.d_mask, c.d_layers) == ("dilated", 128, "mixed", 0.5, True, 4)
 
 
 def test_seed_preset_is_the_u_net_on_whole_images_with_square_holes():
@@ -110,11 +111,11 @@ def test_presets_are_valid():
         Config(**values).validate()
 
 
-def test_readme_config_table_is_the_one_the_dataclass_prints():
+def test_the_documented_config_table_is_the_one_the_dataclass_prints():
     import os
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, os.path.join(root, "tools"))
     from config_table import table
-    readme = open(os.path.join(root, "README.md")).read()
-    assert table() in readme, "README's config table is stale: python tools/config_table.py prints the current one"
+    readme = open(os.path.join(root, "docs", "configuration.md")).read()
+    assert table() in readme, "docs/configuration.md's config table is stale: python tools/config_table.py prints the current one"

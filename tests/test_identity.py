@@ -61,3 +61,27 @@ def test_results_summary_has_identity_columns_and_the_flag_fails_clearly_without
     assert results.identity_images(None) == 0  # off by default without dlib
     with pytest.raises(ConfigError, match="requirements-identity.txt"):
         results.identity_images(100)
+
+
+def summary(ours_psnr, bih_psnr, ours_lpips, pm_lpips, ssim=0.72):
+    s = {m: {"psnr": (bih_psnr, 0.1), "lpips": (pm_lpips + 0.01, 0.001), "ssim": (0.6, 0.01)} for m in
+         ("mean fill", "Telea", "Navier-Stokes", "biharmonic")}
+    s["PatchMatch"] = {"psnr": (bih_psnr - 1, 0.1), "lpips": (pm_lpips, 0.001), "ssim": (0.6, 0.01)}
+    s["ours"] = {"psnr": (ours_psnr, 0.1), "lpips": (ours_lpips, 0.001), "ssim": (ssim, 0.01)}
+    return s
+
+
+def test_goal_lines_name_the_worst_bucket_and_say_which_goals_are_met():
+    import results
+    summaries = {"square": {"all": summary(24.0, 21.0, 0.010, 0.011)},
+                 "strokes": {"all": summary(23.5, 22.0, 0.05, 0.06), "0-10%": summary(24.0, 25.0, 0.01, 0.012),
+                             "10-20%": summary(23.0, 21.0, 0.05, 0.04)}}
+    rows = {goal: (measured, met) for goal, measured, met in results.goal_rows(summaries)}
+    assert rows["squares: hole PSNR ≥ biharmonic + 2.5 dB"] == ("+3.00 dB", True)
+    assert rows["squares: hole SSIM ≥ 0.70"][1] is True
+    assert rows["strokes: hole PSNR ≥ biharmonic in every bucket"] == ("worst 0-10%: -1.00 dB", False)
+    assert rows["strokes: pooled hole PSNR ≥ biharmonic + 1 dB"] == ("+1.50 dB", True)
+    assert rows["strokes: LPIPS < the best classical fill's in every bucket"] == ("worst 10-20%: +0.0100", False)
+    assert rows["square: LPIPS < the best classical fill's in every bucket"][1] is True
+    table = results.headline_table(summaries)
+    assert "| square | **24.00** | 21.00 | 20.00 |" in table and "| strokes | **23.50** |" in table

@@ -90,7 +90,7 @@ def test_before_the_adversarial_term_starts_the_discriminator_rests():
 def test_adversarial_weight_waits_then_ramps():
     cfg = Config(w_adv=0.1, adv_start=0.2, adv_ramp=0.4)
     assert [round(adversarial_weight(cfg, p), 6) for p in (0.0, 0.19, 0.2, 0.4, 0.6, 0.9)] == [0, 0, 0, 0.05, 0.1, 0.1]
-    assert adversarial_weight(Config(w_adv=0.3), 0.0) == 0.3  # no warm-up: on from the first step
+    assert adversarial_weight(Config(w_adv=0.3, adv_start=0.0, adv_ramp=0.0), 0.0) == 0.3  # no warm-up: on from the first step
 
 
 def critique(fake_logits, real_logits, fakeness):
@@ -129,7 +129,7 @@ def test_soft_labels_are_one_in_the_hole_fade_outside_and_zero_far_away():
 
 
 def test_adversarial_terms_join_only_with_a_weight_and_r1_penalises_a_steep_discriminator():
-    assert Adversarial(Config(w_adv=1.0)).keys == ("gan_g", "gan_d")
+    assert Adversarial(Config(w_adv=1.0, w_fm=0.0)).keys == ("gan_g", "gan_d")
     assert Adversarial(Config(w_adv=1.0, w_fm=5.0, w_r1=0.01)).keys == ("gan_g", "fm", "gan_d", "r1")
     assert adversarial_part(Config(w_adv=0.0)) is None
     from losses import Critique, r1_penalty
