@@ -65,7 +65,7 @@ class Config:
     mask_blur: float = F(4.0, "with --d-mask, soft labels: how fake a patch is = the mask blurred by a Gaussian of this sigma (px); 0 = hard")
     # --- losses ---
     w_adv: float = F(10.0, "weight of the non-saturating adversarial loss (0 turns the GAN off: no discriminator, no GAN term; seed: 1)")
-    adv_start: float = F(0.5, "fraction of the run trained on reconstruction alone before the adversarial terms start")
+    adv_start: float = F(0.572, "fraction of the run trained on reconstruction alone before the adversarial terms start (default: the first 4 of 7 epochs)")
     adv_ramp: float = F(0.1, "fraction of the run over which the adversarial weights then rise linearly to theirs")
     w_fm: float = F(100.0, "weight of feature matching on the discriminator's features (LaMa); a GAN term: off with w_adv 0")
     w_r1: float = F(0.0, "weight of the R1 gradient penalty on the discriminator's real images; a GAN term: off with w_adv 0")
