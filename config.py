@@ -58,6 +58,7 @@ class Config:
     attention: bool = F(True, "self-attention at 1/8 resolution in the generator")
     prefill: bool = F(False, "fill holes with a cheap smooth (push-pull) fill and predict a correction to it")
     init_from: str = F("", "start the generator (and its moving average) from this checkpoint's weights, e.g. weights/generator.pt for a fine-tune")
+    branch_from: str = F("", "start as a copy of this run checkpoint (networks, optimizers, step, history, split) and go on under this config, e.g. a reconstruction-only twin with --w-adv 0")
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
     d_layers: int = F(4, "stride-2 layers of the PatchGAN discriminator: its patches are ~22 px at 2, ~94 px at 4 (seed: 2)")
     d_norm: str = F("spectral", "normalisation in the discriminator: spectral or batch (seed: batch)")
@@ -160,6 +161,7 @@ class Config:
              f"must be 0 (whole images) or a multiple of {multiple} (what --arch {self.arch} takes) from 32 to "
              f"--image-size {self.image_size}")
         need(self.d_nf >= 1, "d_nf", "must be >= 1")
+        need(not (self.branch_from and self.init_from), "branch_from", "and --init-from both give the starting weights: pass one")
         need(1 <= self.d_layers <= 6, "d_layers", "must be from 1 to 6")
         need(self.d_norm in ("spectral", "batch"), "d_norm", "must be spectral or batch")
         seen = self.crop or self.image_size  # what the discriminator is shown in training

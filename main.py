@@ -3,6 +3,7 @@
     python main.py --data-dir ../shared/data_celeb               # default recipe
     python main.py --preset tiny --data-dir DIR                  # seconds-long smoke run
     python main.py --resume out/RUN                              # continue a stopped run
+    python main.py --branch-from out/RUN/last.pt --w-adv 0 ...   # a new run that starts as a copy of RUN
 
 Every flag is a field of config.Config (python main.py --help lists them).
 """
@@ -219,6 +220,13 @@ def append_csv_row(path: str, row: dict):
         writer.writerow(row)
 
 
+def copy_csv_log(source: str, path: str, images: int):
+    """steps.csv of a branch: the copied run's rows up to the images it had seen at the branch point."""
+    if os.path.exists(source):
+        shutil.copyfile(source, path)
+        trim_csv_log(path, images)
+
+
 def trim_csv_log(path: str, images: int):
     """Drop the rows of steps.csv past `images` (steps a killed process logged after its last checkpoint)."""
     if not os.path.exists(path):
@@ -289,20 +297,24 @@ def log(dist: Distributed, *args, **kw):
 
 
 def prepare_run(cfg: Config, dist: Distributed, run_dir: "str | None", resume: "dict | None") -> tuple:
-    """(run folder, split, whether the folder is new): rank 0 creates it and writes config.json and split.json."""
+    """(run folder, split, whether the folder is new): rank 0 creates it and writes config.json and split.json.
+    A branch (resume without a run folder) takes the split of the run it copies."""
     if resume:
-        with open(os.path.join(run_dir, "split.json")) as fh:
+        source = run_dir or os.path.dirname(os.path.abspath(cfg.branch_from))
+        with open(os.path.join(source, "split.json")) as fh:
             split = json.load(fh)
     else:  # read the data first: a start that fails on it leaves no run folder behind
         split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
-    created = False
+    created, branch = False, resume is not None and run_dir is None
     if run_dir is None:
         run_dir, created = dist.broadcast(make_run_dir(cfg) if dist.is_main else None)
     split_path = os.path.join(run_dir, "split.json")
     if dist.is_main:
         write_json(cfg.to_dict(), os.path.join(run_dir, "config.json"))
-        if not resume:
+        if not resume or branch:
             write_json(split, split_path)
+        if branch:  # its training curve starts as the copied run's
+            copy_csv_log(os.path.join(source, "steps.csv"), os.path.join(run_dir, "steps.csv"), resume["images_seen"])
     return run_dir, split, created
 
 
@@ -683,6 +695,21 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
     return {"run_dir": run_dir, **(state.history[-1] if state.history else {})}
 
 
+def branch_checkpoint(cfg: Config) -> dict:
+    """The checkpoint a --branch-from run starts as; its generator must be the one cfg builds, and a GAN branch
+    needs the copied run's discriminator (a reconstruction-only branch drops it)."""
+    ckpt = load_checkpoint(cfg.branch_from)
+    if "opt_g" not in ckpt:
+        raise ConfigError(f"--branch-from {cfg.branch_from}: not a training checkpoint (last.pt or best.pt of a run)")
+    if saved_model_args(ckpt) != model_args(cfg):
+        raise ConfigError(f"--branch-from {cfg.branch_from}: its generator is {saved_model_args(ckpt)}, this run "
+                          f"builds {model_args(cfg)}; pass the matching --arch and its arguments")
+    if adversarial_part(cfg) is not None and "discriminator" not in ckpt:
+        raise ConfigError(f"--branch-from {cfg.branch_from}: it has no discriminator to go on with; branch with "
+                          "--w-adv 0, or start a new run")
+    return ckpt
+
+
 def config_for_resume(run_dir: str, args) -> tuple:
     """The saved config of run_dir with only the overrides that keep the run consistent."""
     ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
@@ -717,7 +744,8 @@ def main(argv=None) -> int:
                 return 0
             train(cfg, run_dir=args.resume, resume=ckpt)
         else:
-            train(resolve_config(args))
+            cfg = resolve_config(args)
+            train(cfg, resume=branch_checkpoint(cfg) if cfg.branch_from else None)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
