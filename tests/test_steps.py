@@ -181,3 +181,15 @@ def test_a_run_can_start_from_the_shipped_weights():
     for other in ({"arch": "unet", "nf": 16}, {}):  # a narrower U-Net; the default architecture
         with pytest.raises(ConfigError, match="--init-from .*'arch': 'unet', 'nf': 32.*--arch and its arguments"):
             build_state(Config(**other, init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)
+
+
+def test_no_evaluation_network_can_reach_a_training_loss():
+    """losses.py imports neither the LPIPS/VGG module nor the face descriptor, so no loss term can call them."""
+    import ast
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "losses.py")
+    tree = ast.parse(open(path).read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"typing", "torch", "metrics", "models"}, imported
+    assert not imported & {"perceptual", "identity", "dlib", "evaluation"}
