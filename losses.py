@@ -91,12 +91,12 @@ class Adversarial:
 
     def critique(self, d, real, composite, mask, real_view: bool, real_grad: bool = False) -> Critique:
         with_mask = (lambda x: torch.cat([x, mask.to(x.dtype)], dim=1)) if self.cfg.d_mask else (lambda x: x)
-        fake = [f.float() for f in d.features(with_mask(composite))]
+        fake = [f.float() for f in d(with_mask(composite), features=True)]
         fakeness = hole_patches(mask, fake[-1], self.cfg.mask_blur) if self.cfg.d_mask else torch.ones_like(fake[-1])
         real_images, real_feats = None, None
         if real_view:
             real_images = real.detach().requires_grad_(real_grad)
-            real_feats = [f.float() for f in d.features(with_mask(real_images))]
+            real_feats = [f.float() for f in d(with_mask(real_images), features=True)]
         return Critique(fake, real_feats, fakeness, real_images)
 
     def generator_loss(self, d, real, composite, mask, scale: float = 1.0) -> tuple:

@@ -351,16 +351,16 @@ class Discriminator(nn.Module):
             c_in = c_out
         self.net = nn.Sequential(*blocks, sn(nn.Conv2d(c_in, 1, 4, stride=1, padding=1)))
 
-    def features(self, image: torch.Tensor) -> list:
-        """Every block's output, the patch logits last (B, 1, H/2^layers - 1, W/2^layers - 1)."""
+    def forward(self, image: torch.Tensor, features: bool = False):
+        """The patch logits (B, 1, H/2^layers - 1, W/2^layers - 1; image: B, in_channels, H, W), or with
+        features=True every block's output, the logits last (through forward, so DDP syncs its gradients)."""
+        if not features:
+            return self.net(image)
         out = []
         for block in self.net:
             image = block(image)
             out.append(image)
         return out
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(image)  # B, 1, H/2^layers - 1, W/2^layers - 1 (image: B, in_channels, H, W)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -17,7 +17,6 @@ import shutil
 import sys
 import tempfile
 
-import torch
 
 from checkpoints import (SHIPPED_WEIGHTS, atomic_save, load_checkpoint, shipped_state,
                          run_checkpoint)

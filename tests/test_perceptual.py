@@ -1,5 +1,4 @@
 """LPIPS, KID and the Fréchet distance: reference values, safe weight loading, the distances' behaviour."""
-import io
 import os
 import pickle
 

@@ -66,14 +66,15 @@ class Page:
         self.page.get_by_role("option", name=label).click()
         self.page.wait_for_timeout(300)
 
-    def paint(self, stroke: float = 0.2):
-        """A horizontal stroke through the middle, `stroke` x the editor's width long."""
+    def paint(self, stroke: float = 0.2, height: float = 0.5):
+        """A horizontal stroke centred across the editor, `stroke` x its width long, at `height` x its height
+        from the top (0.5 on an aligned CelebA photo crosses both eyes)."""
         tool = self.page.locator('#editor button[aria-label="Brush"]')
         if "highlight" not in (tool.get_attribute("class") or ""):  # the editor re-rendered without a tool
             tool.click()
             self.page.wait_for_timeout(300)
         box = self.page.locator("#editor canvas").first.bounding_box()
-        cx, cy, half = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, stroke * box["width"] / 2
+        cx, cy, half = box["x"] + box["width"] / 2, box["y"] + height * box["height"], stroke * box["width"] / 2
         self.page.mouse.move(cx - half, cy)
         self.page.mouse.down()
         self.page.mouse.move(cx + half, cy, steps=25)
@@ -106,15 +107,15 @@ class Page:
 
 
 def drive_page(url: str, photo: str, screenshot: "str | None" = None, stroke: float = 0.2,
-               brush: "int | None" = None) -> np.ndarray:
-    """Upload `photo`, paint a horizontal stroke through its middle, press Inpaint and return the result."""
+               brush: "int | None" = None, height: float = 0.5) -> np.ndarray:
+    """Upload `photo`, paint a horizontal stroke (Page.paint), press Inpaint and return the result."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         page = Page(p, url)
         if brush:
             page.set_brush(brush)
         page.upload(photo)
-        page.paint(stroke)
+        page.paint(stroke, height)
         result = page.inpaint()
         if screenshot:
             page.page.screenshot(path=screenshot, full_page=True)
@@ -129,10 +130,14 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", required=True, help="screenshot PNG")
     p.add_argument("--port", type=int, default=7870)
     p.add_argument("--brush", type=int, default=None, help="brush size in photo pixels (default: the page's)")
+    p.add_argument("--stroke", type=float, default=0.2, help="stroke length as a fraction of the photo's width")
+    p.add_argument("--height", type=float, default=0.5,
+                   help="where the stroke runs, as a fraction of the photo's height from the top (0.5: an aligned "
+                   "CelebA face's eyes)")
     args = p.parse_args(argv)
     server = start_app(args.checkpoint, args.port)
     try:
-        drive_page(f"http://127.0.0.1:{args.port}", args.photo, args.output, brush=args.brush)
+        drive_page(f"http://127.0.0.1:{args.port}", args.photo, args.output, args.stroke, args.brush, args.height)
     finally:
         server.terminate()
         server.wait(timeout=30)
