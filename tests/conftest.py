@@ -32,7 +32,11 @@ def make_faces(folder, n=40, size=(44, 52), seed=0, ext="png"):
 
 
 def run_script(*args, timeout=600, env=None, check=True):
-    """Run one of the repo's scripts in a subprocess (as a user would) and return the result."""
+    """Run one of the repo's scripts in a subprocess (as a user would) and return the result. results.py runs
+    without the identity columns unless a test asks for them (--identity-images): dlib's descriptor costs ~0.1 s
+    a face and method, and tests/test_identity.py covers it."""
+    if args and args[0] == "results.py" and "--identity-images" not in args and "--mask-examples" not in args:
+        args = (*args, "--identity-images", "0")
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     if check and proc.returncode != 0:

@@ -85,3 +85,15 @@ def test_goal_lines_name_the_worst_bucket_and_say_which_goals_are_met():
     assert rows["square: LPIPS < the best classical fill's in every bucket"][1] is True
     table = results.headline_table(summaries)
     assert "| square | **24.00** | 21.00 | 20.00 |" in table and "| strokes | **23.50** |" in table
+
+
+def test_results_prints_identity_for_every_method(faces, tmp_path):
+    from conftest import run_script
+    cfg, _ = faces
+    proc = run_script("results.py", "weights", "--data-dir", cfg.data_dir, "--max-images", "6", "--masks", "square",
+                      "--no-perceptual", "--identity-images", "4", "--jobs", "1", "--cache-dir", str(tmp_path / "c"),
+                      "--out", str(tmp_path / "res"))
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| method |"))
+    assert "ID distance" in header and "same person %" in header
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" not in line and "---" not in line]
+    assert {r.split("|")[1].strip() for r in rows} >= {"biharmonic", "PatchMatch", "ours"}
