@@ -193,6 +193,8 @@ class Evaluator:
         self.images, self.names, self.g, self.rt, self.judge = images, names, g, rt, judge
         self.executor, self.cache_dir, self.skip_baselines = executor, cache_dir, skip_baselines
         self.identity_judge = identity_judge
+        self.identity_faces = (None if identity_judge is None else  # N: which images identity is measured on
+                               torch.tensor([face_key(x) in identity_judge.faces for x in images], dtype=torch.bool))
         self.methods = ([] if skip_baselines else list(BASELINES)) + ([OURS] if g is not None else [])
         self.hits = self.misses = 0
         self.model_key = content_key(*(v.cpu() for v in g.state_dict().values())) if g is not None else ""
@@ -211,10 +213,11 @@ class Evaluator:
         out.pop("raw", None)
         return out
 
-    def identity(self, name: str, key: str, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """N: the identity distance of each composite (NaN off the identity faces). Measured and cached on its
-        own, on those faces only, so adding it recomputes no cached result and costs a fraction of one."""
-        faces = torch.tensor([face_key(x) in self.identity_judge.faces for x in images], dtype=torch.bool)
+    def identity(self, name: str, key: str, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """N: the identity distance of each composite of images = self.images[idx] (NaN off the identity faces).
+        Measured and cached on its own, on those faces only, so adding it recomputes no cached result and costs a
+        fraction of one."""
+        faces = self.identity_faces[idx]
         out = torch.full((len(images),), float("nan"), dtype=torch.float64)
         if faces.any():
             sub = lambda: {"identity": self.measure(name, images[faces], masks[faces], None, self.identity_judge)["identity"]}
@@ -234,7 +237,7 @@ class Evaluator:
                     key = content_key(key, self.model_key, str(self.rt.device), self.rt.precision)
                 per_method[name], hit = cached(self.cache_dir, key, lambda: self.measure(name, images, masks, bar))
                 if self.identity_judge is not None:
-                    per_method[name] = {**per_method[name], "identity": self.identity(name, key, images, masks)}
+                    per_method[name] = {**per_method[name], "identity": self.identity(name, key, idx, images, masks)}
                 self.hits, self.misses = self.hits + hit, self.misses + (not hit)
                 bar.update(len(idx) * len(per_method) - bar.n)  # a cached method completes at once
         print(f"{label}: {len(self.methods)} methods on {len(idx)} images in {time.perf_counter() - start:.0f} s"
