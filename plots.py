@@ -15,23 +15,34 @@ def _to_hwc(img: torch.Tensor):
     return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def save_grid(columns: dict, path: str, row_titles=None, cell: float = 1.6):
-    """One column per entry of `columns` ({title: tensor N, 3, H, W in [0, 1]}), one row per image."""
-    titles = list(columns)
-    n = len(next(iter(columns.values())))
-    fig, axes = plt.subplots(n, len(titles), figsize=(cell * len(titles), cell * n + 0.3), squeeze=False)
-    for r in range(n):
-        for c, title in enumerate(titles):
-            ax = axes[r][c]
-            ax.imshow(_to_hwc(columns[title][r]), interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=8)
-            if c == 0 and row_titles:
-                ax.set_ylabel(row_titles[r], fontsize=7)
-    fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _font(size: int = 12):
+    from PIL import ImageFont
+    return ImageFont.load_default(size=size)
+
+
+def save_grid(columns: dict, path: str, row_titles=None, pad: int = 2):
+    """One column per entry of `columns` ({title: tensor N, 3, H, W in [0, 1]}), one row per image, every image
+    at its own pixels (no resampling, so sharpness can be judged), titles above and row titles on the left.
+    Composed with PIL: a grid costs milliseconds where matplotlib's took half a second."""
+    from PIL import Image, ImageDraw
+    font, titles = _font(), list(columns)
+    n = len(columns[titles[0]])
+    h, w = columns[titles[0]].shape[-2:]
+    text_w = lambda t: int(font.getlength(t))  # noqa: E731
+    cell = max(w, *(text_w(t) + 4 for t in titles))
+    left = max((text_w(t) + 6 for t in row_titles), default=0) if row_titles else 0
+    top = 16
+    grid = Image.new("RGB", (left + len(titles) * (cell + pad), top + n * (h + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, title in enumerate(titles):
+        x = left + c * (cell + pad)
+        draw.text((x + (cell - text_w(title)) // 2, 1), title, fill="black", font=font)
+        for r in range(n):
+            pixels = (_to_hwc(columns[title][r]) * 255 + 0.5).astype("uint8")  # H, W, 3
+            grid.paste(Image.fromarray(pixels), (x + (cell - w) // 2, top + r * (h + pad)))
+    for r, text in enumerate(row_titles or []):
+        draw.text((2, top + r * (h + pad) + h // 2 - 6), text, fill="black", font=font)
+    grid.save(path)
 
 
 def masked_view(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -290,7 +290,7 @@ def render_generator_grids(g, cfg, rt, images_u8, masks, out_dir: str, n: int = 
         _, comp = generator_inpaint(g, x, fm, rt)
         columns[f"{name}: masked"] = masked_view(orig, fm.cpu())
         columns[f"{name}: inpainted"] = to_unit_range(comp).cpu()
-    save_grid(columns, os.path.join(out_dir, "fixed_inpainting_results.png"), cell=1.3)
+    save_grid(columns, os.path.join(out_dir, "fixed_inpainting_results.png"))
 
 
 def default_kinds(cfg: Config) -> list:

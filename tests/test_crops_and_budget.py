@@ -54,7 +54,7 @@ def test_crop_training_validates_on_whole_images(faces_dir, tmp_path):
     assert (ckpt["config"]["crop"], ckpt["config"]["image_size"]) == (32, 64)
     from PIL import Image
     grid = Image.open(os.path.join(out, "crop", "samples", "epoch_001.png"))
-    assert grid.size[0] >= 4 * 64  # the validation grid shows whole 64 px images
+    assert grid.size[1] >= 4 * 64  # the validation grid's 4 rows show whole 64 px images, at their own pixels
 
 
 def test_max_minutes_stops_cleanly_and_the_budget_counts_across_resumes(faces_dir, tmp_path):
