@@ -159,7 +159,11 @@ def upload_message(value, max_pixels: int) -> str:
     if problem:
         gr.Warning(problem)
         return f"**Too large:** {problem}"
-    return ""
+    background = (value or {}).get("background")
+    if background is None:
+        return ""
+    h, w = np.asarray(background).shape[:2]
+    return f"**Photo {w}x{h}:** paint over what should go (or type a box), then press **Inpaint**."
 
 
 def main(argv=None) -> int:

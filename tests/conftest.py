@@ -3,6 +3,11 @@ import os
 import subprocess
 import sys
 
+# Under pytest-xdist (python -m pytest -n auto) the workers share the cores: one torch thread per worker and
+# per script it starts, since oversubscribed threads slow everything down far more than they add.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -70,10 +70,13 @@ def test_user_mistakes_become_messages_not_exceptions(checkpoint, value, box, ex
 
 def test_oversized_photo_is_refused_with_a_downscale_hint(checkpoint):
     need("gradio")
-    from app import Models, make_handler, photo_size_problem
+    from app import Models, make_handler, photo_size_problem, upload_message
     photo = np.zeros((70, 90, 3), np.uint8)
     message = photo_size_problem({"background": photo}, max_pixels=1000)
     assert "90x70 = 6,300 pixels" in message and "downscale" in message and "35 px" in message
+    assert upload_message({"background": photo}, 1000).startswith("**Too large:**")
+    assert upload_message({"background": photo}, 10_000).startswith("**Photo 90x70:** paint over")  # it fits
+    assert upload_message(None, 1000) == ""  # the photo was cleared
     painted = np.ones((70, 90), bool)
     painted[0] = False
     assert "downscale" in make_handler(Models({"tiny": checkpoint}, "cpu"), 1000)(editor_value(photo, painted))[-1]
@@ -126,16 +129,14 @@ def test_page_in_headless_chromium(checkpoint, tmp_path):
         with sync_playwright() as p:
             page = Page(p, f"http://127.0.0.1:{port}")
             page.upload(str(tmp_path / "huge.png"))
-            page.page.wait_for_function("document.querySelector('#status').innerText.includes('Too large')")
-            assert "downscale" in page.status()
+            assert "Too large" in page.status() and "downscale" in page.status()
             page.upload(str(tmp_path / "photo.png"))
+            assert f"Photo {size}x{size}" in page.status()
             page.press_and_wait_for_status("no pixel as hole")
             page.set_brush(3)
-            page.paint()
-            thin_rows, thin_cols, _ = band(page.inpaint(), photo)
+            thin_rows, thin_cols, _ = band(page.paint_and_inpaint(), photo)
             page.set_brush(12)
-            page.paint()
-            thick = page.inpaint()
+            thick = page.paint_and_inpaint()
             thick_rows, _, changed = band(thick, photo)
             page.choose_model("shipped weights (weights/generator.pt)")
             other = page.inpaint()

@@ -51,9 +51,12 @@ class Page:
         self.page = self.browser.new_page(viewport={"width": 1200, "height": 1250})
         self.page.goto(url, wait_until="networkidle")
 
-    def upload(self, photo: str):
+    def upload(self, photo: str, timeout_ms: int = 60_000):
+        """Upload `photo` and wait for the page's answer, which names the photo's size (ready, or too large)."""
+        w, h = Image.open(photo).size
         self.page.locator("#editor input[type=file]").set_input_files(photo)
-        self.page.wait_for_timeout(1500)
+        self.wait_for_status(f"{w}x{h}", timeout_ms)
+        self.page.wait_for_timeout(300)
 
     def set_brush(self, size: int):
         box = self.page.locator("#brush input[type=number]")
@@ -77,7 +80,7 @@ class Page:
         cx, cy, half = box["x"] + box["width"] / 2, box["y"] + height * box["height"], stroke * box["width"] / 2
         self.page.mouse.move(cx - half, cy)
         self.page.mouse.down()
-        self.page.mouse.move(cx + half, cy, steps=25)
+        self.page.mouse.move(cx + half, cy, steps=6)
         self.page.mouse.up()
         self.page.wait_for_timeout(300)
 
@@ -97,10 +100,25 @@ class Page:
         self.page.wait_for_timeout(500)
         return _fetch_png(self.page, self.page.locator("#result img").get_attribute("src"))
 
-    def press_and_wait_for_status(self, text: str, timeout_ms: int = 30_000):
-        self.page.click("#inpaint")
+    def paint_and_inpaint(self, stroke: float = 0.2, height: float = 0.5, tries: int = 2) -> np.ndarray:
+        """Paint a stroke (Page.paint) and press Inpaint. The editor can re-render just after a stroke (the server
+        sending it a new brush) and drop it; the page then says its mask is empty, and the stroke is painted again."""
+        for attempt in range(1, tries + 1):
+            self.paint(stroke, height)
+            try:
+                return self.inpaint(timeout_ms=60_000 if attempt == tries else 15_000)
+            except RuntimeError:
+                if attempt == tries or "no pixel as hole" not in self.status():
+                    raise
+                print(f"the editor dropped stroke {attempt}; painting it again", file=sys.stderr)
+
+    def wait_for_status(self, text: str, timeout_ms: int = 60_000):
         self.page.wait_for_function("(t) => document.querySelector('#status').innerText.includes(t)", arg=text,
                                     timeout=timeout_ms)
+
+    def press_and_wait_for_status(self, text: str, timeout_ms: int = 60_000):
+        self.page.click("#inpaint")
+        self.wait_for_status(text, timeout_ms)
 
     def close(self):
         self.browser.close()
@@ -115,8 +133,7 @@ def drive_page(url: str, photo: str, screenshot: "str | None" = None, stroke: fl
         if brush:
             page.set_brush(brush)
         page.upload(photo)
-        page.paint(stroke, height)
-        result = page.inpaint()
+        result = page.paint_and_inpaint(stroke, height)
         if screenshot:
             page.page.screenshot(path=screenshot, full_page=True)
         page.close()
