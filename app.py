@@ -56,12 +56,18 @@ class Models:
         return self.loaded[label]
 
 
+def photo_shape(value) -> "tuple | None":
+    """(height, width) of the editor's uploaded photo, None before an upload (or after it was cleared)."""
+    background = (value or {}).get("background")
+    return None if background is None else np.asarray(background).shape[:2]
+
+
 def photo_size_problem(value, max_pixels: int) -> str:
     """'' when the uploaded photo fits the budget, else what to do about it."""
-    background = (value or {}).get("background")
-    if background is None:
+    shape = photo_shape(value)
+    if shape is None:
         return ""
-    h, w = np.asarray(background).shape[:2]
+    h, w = shape
     if h * w <= max_pixels:
         return ""
     side = int((max_pixels / (h * w)) ** 0.5 * max(h, w))
@@ -159,10 +165,10 @@ def upload_message(value, max_pixels: int) -> str:
     if problem:
         gr.Warning(problem)
         return f"**Too large:** {problem}"
-    background = (value or {}).get("background")
-    if background is None:
+    shape = photo_shape(value)
+    if shape is None:
         return ""
-    h, w = np.asarray(background).shape[:2]
+    h, w = shape
     return f"**Photo {w}x{h}:** paint over what should go (or type a box), then press **Inpaint**."
 
 

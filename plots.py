@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from losses import RECONSTRUCTION  # noqa: E402
 from models import block_output_shapes, composite, parameter_table  # noqa: E402
@@ -15,17 +16,11 @@ def _to_hwc(img: torch.Tensor):
     return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def _font(size: int = 12):
-    from PIL import ImageFont
-    return ImageFont.load_default(size=size)
-
-
 def save_grid(columns: dict, path: str, row_titles=None, pad: int = 2):
     """One column per entry of `columns` ({title: tensor N, 3, H, W in [0, 1]}), one row per image, every image
     at its own pixels (no resampling, so sharpness can be judged), titles above and row titles on the left.
     Composed with PIL: a grid costs milliseconds where matplotlib's took half a second."""
-    from PIL import Image, ImageDraw
-    font, titles = _font(), list(columns)
+    font, titles = ImageFont.load_default(size=12), list(columns)
     n = len(columns[titles[0]])
     h, w = columns[titles[0]].shape[-2:]
     text_w = lambda t: int(font.getlength(t))  # noqa: E731
