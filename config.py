@@ -305,6 +305,27 @@ def check_arch_args(cfg: Config, given: set):
                           f"{', '.join('--' + n.replace('_', '-') for n in arch_arg_names(cfg.arch))})")
 
 
+# what a saved config holds about where a run ran and wrote, not about its recipe
+NOT_RECIPE = ("data_dir", "out_dir", "run_name", "device", "precision", "threads", "workers", "cache_mb", "compile",
+              "log_every", "preset", "init_from", "branch_from")
+
+
+def recipe_command(values: dict) -> str:
+    """The main.py command line that trains a saved config's recipe: its data, its preset and every recipe value
+    that differs from that preset (another architecture's arguments, unused, are left out)."""
+    preset = values.get("preset", "default")
+    base = {**Config().to_dict(), **PRESETS.get(preset, {})}
+    foreign = {n for a in ARCHITECTURES for n in arch_arg_names(a)} - set(arch_arg_names(values.get("arch", "")))
+    words = ["python main.py --data-dir", str(values.get("data_dir", ""))] + (
+        [f"--preset {preset}"] if preset != "default" else [])
+    for k, v in values.items():
+        if k not in base or k in NOT_RECIPE or k in foreign or v == base[k]:
+            continue
+        flag = "--" + k.replace("_", "-")
+        words.append((flag if v else "--no-" + flag[2:]) if isinstance(v, bool) else f"{flag} {v}")
+    return " ".join(words)
+
+
 def format_config(cfg: Config) -> str:
     return "\n".join(f"  {k:<16} {v}" for k, v in cfg.to_dict().items())
 

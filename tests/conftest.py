@@ -15,6 +15,18 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 REAL_DATA = os.environ.get("INPAINT_DATA_DIR", "")
+CELEBA = os.environ.get("INPAINT_CELEBA_DIR", "")
+LPIPS_REFERENCE = os.environ.get("INPAINT_LPIPS_REFERENCE", "")
+
+
+def shared_folder(var: str, path: str, what: str) -> str:
+    """A folder of ../shared named by an environment variable: CI must have it (.ci/run sets it), elsewhere a
+    test that needs it is skipped with the variable to set."""
+    if not path or not os.path.isdir(path):
+        if os.environ.get("CI"):
+            pytest.fail(f"{var}={path!r} is not a folder; .ci/run must point it at {what}")
+        pytest.skip(f"set {var} to {what} to run this test")
+    return path
 
 
 def make_faces(folder, n=40, size=(44, 52), seed=0, ext="png"):
@@ -65,11 +77,14 @@ def tiny_run(faces_dir, tmp_path_factory):
 
 @pytest.fixture
 def real_data():
-    if not REAL_DATA or not os.path.isdir(REAL_DATA):
-        if os.environ.get("CI"):
-            pytest.fail(f"INPAINT_DATA_DIR={REAL_DATA!r} is not a folder; .ci/run must point it at ../shared/data_celeb")
-        pytest.skip("set INPAINT_DATA_DIR to the CelebA images to run the real-data tests")
-    return REAL_DATA
+    """The seed's 1,024 CelebA faces (../shared/data_celeb)."""
+    return shared_folder("INPAINT_DATA_DIR", REAL_DATA, "../shared/data_celeb")
+
+
+@pytest.fixture
+def celeba():
+    """The 20,908 CelebA faces with CelebA's partition (../shared/celeba): what the shipped weights are measured on."""
+    return shared_folder("INPAINT_CELEBA_DIR", CELEBA, "../shared/celeba")
 
 
 # Every architecture at a size the tests run in a blink; a new architecture adds its entry here
@@ -82,15 +97,7 @@ def small_generator(arch: str, **kw):
     return build_from_args({"arch": arch, **SMALL_ARCH_ARGS[arch], **kw})
 
 
-LPIPS_REFERENCE = os.environ.get("INPAINT_LPIPS_REFERENCE", "")
-
-
 @pytest.fixture
 def lpips_reference():
-    """The LPIPS authors' example images (ex_ref/ex_p0/ex_p1.png), e.g. ../shared/lpips_reference."""
-    if not LPIPS_REFERENCE or not os.path.isdir(LPIPS_REFERENCE):
-        if os.environ.get("CI"):
-            pytest.fail(f"INPAINT_LPIPS_REFERENCE={LPIPS_REFERENCE!r} is not a folder; .ci/run must point it at "
-                        "../shared/lpips_reference")
-        pytest.skip("set INPAINT_LPIPS_REFERENCE to the LPIPS example images to run the reference test")
-    return LPIPS_REFERENCE
+    """The LPIPS authors' example images (ex_ref/ex_p0/ex_p1.png)."""
+    return shared_folder("INPAINT_LPIPS_REFERENCE", LPIPS_REFERENCE, "../shared/lpips_reference")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from config import PRESETS, Config, ConfigError, build_parser, resolve_config
+from config import NOT_RECIPE, PRESETS, Config, ConfigError, build_parser, recipe_command, resolve_config
 
 
 def resolve(*argv):
@@ -119,3 +119,16 @@ def test_the_documented_config_table_is_the_one_the_dataclass_prints():
     from config_table import table
     readme = open(os.path.join(root, "docs", "configuration.md")).read()
     assert table() in readme, "docs/configuration.md's config table is stale: python tools/config_table.py prints the current one"
+
+
+@pytest.mark.parametrize("preset, changes", [("default", {}), ("default", {"w_adv": 0.0, "hflip": False, "lr_g": 3e-4}),
+                                             ("tiny", {"arch": "unet", "nf": 16, "run_name": "x"})])
+def test_recipe_command_trains_the_same_recipe(preset, changes):
+    """weights/README.md states the command that made the shipped weights: parsed back, it is the same recipe."""
+    saved = {**Config.from_dict({**PRESETS[preset], "preset": preset}).to_dict(), "data_dir": "faces", **changes}
+    words = recipe_command(saved).split()
+    assert words[:2] == ["python", "main.py"] and ("--run-name" not in words)
+    again = resolve_config(build_parser().parse_args(words[2:])).to_dict()
+    assert {k: v for k, v in again.items() if k not in NOT_RECIPE} == \
+        {k: v for k, v in saved.items() if k not in NOT_RECIPE}
+    assert again["data_dir"] == "faces"
