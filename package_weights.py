@@ -160,6 +160,10 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the staging folder is gone and weights/ untouched; finished results stay cached
+        print("interrupted: weights/ is unchanged; the evaluation's results cached so far are kept and the same "
+              "command continues from them", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -88,3 +88,20 @@ def test_shipped_weights_still_score_what_their_results_json_records(real_data):
     assert len(images) == recorded["images"]
     ours = evaluate_generator(g, images, fixed_masks(cfg, len(images), "test", "square"), choose_runtime("cpu", "fp32"))
     assert abs(float(ours["psnr"].mean()) - recorded["sets"]["square"]["all"]["ours"]["psnr"]["mean"]) < 0.05
+
+
+def test_packaging_stopped_with_ctrl_c_leaves_weights_untouched(tiny_run, tmp_path, monkeypatch, capsys):
+    import package_weights
+    target = tmp_path / "weights"
+    target.mkdir()
+    (target / "README.md").write_text("the shipped weights' papers")
+    monkeypatch.setattr(package_weights, "WEIGHTS_DIR", str(target))
+    monkeypatch.setattr(package_weights, "SHIPPED_WEIGHTS", str(target / "generator.pt"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(package_weights, "run_results", interrupted)
+    assert package_weights.main([tiny_run[0], "--cache-dir", ""]) == 130
+    assert "weights/ is unchanged" in capsys.readouterr().err
+    assert os.listdir(target) == ["README.md"] and (target / "README.md").read_text() == "the shipped weights' papers"
+    assert sorted(os.listdir(tmp_path)) == ["weights"]  # no staging folder left
