@@ -265,3 +265,30 @@ def test_steps_csv_is_the_training_curve(tiny_run):
     assert [int(r["images"]) for r in rows] == [8 * i for i in range(1, len(rows) + 1)] and len(rows) == 8
     assert all(float(a["minutes"]) <= float(b["minutes"]) for a, b in zip(rows, rows[1:]))
     assert {"l1", "l2", "edge", "ssim_loss", "gan_g", "gan_d"} <= set(rows[0])
+
+
+def test_loss_balance_reports_every_generator_term_and_its_weighted_gradient(tiny_run, faces_dir):
+    """tools/loss_balance.py: one row per generator term of the run (the GAN's too), shares summing to 100 %, and
+    a term's gradient scaling with its weight (so the table ranks what the fill learns from)."""
+    import importlib.util
+    from conftest import ROOT
+    from masks import training_masks, rng_for
+    proc = run_script("tools/loss_balance.py", os.path.join(tiny_run[0], "last.pt"), "--data-dir", faces_dir,
+                      "--batches", "1")
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if re.match(r"\| (l1|edge|ssim_loss|l2|gan_g) ", line)]
+    assert [r[0].strip() for r in rows] == ["l1", "edge", "ssim_loss", "l2", "gan_g"]
+    assert abs(sum(float(r[4].strip(" %")) for r in rows) - 100) < 0.5
+    spec = importlib.util.spec_from_file_location("loss_balance", os.path.join(ROOT, "tools", "loss_balance.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    g, cfg = generator_from_checkpoint(load_checkpoint(os.path.join(tiny_run[0], "last.pt")))
+    x = torch.rand(2, 3, cfg.image_size, cfg.image_size) * 2 - 1
+    m = training_masks(cfg, 2, rng_for(0, 1))
+    once = tool.term_gradients(g, None, cfg, x, m)
+    cfg.w_l1 *= 2
+    twice = tool.term_gradients(g, None, cfg, x, m)
+    assert once["l1"][2] > 0 and abs(twice["l1"][2] / once["l1"][2] - 2) < 1e-4
+    assert twice["l2"][2] == once["l2"][2] and "gan_g" not in once  # no discriminator given: no GAN rows
+    proc = run_script("tools/loss_balance.py", os.path.join(tiny_run[0], "last.pt"), "--data-dir", faces_dir,
+                      "--batches", "50", check=False)
+    assert proc.returncode == 2 and "--batches 50" in proc.stderr

@@ -1,0 +1,96 @@
+"""Which loss term drives the generator's fill: each term's gradient on the generator's output, in the holes.
+
+    python tools/loss_balance.py RUN/last.pt --data-dir ../shared/celeba [--batches 4] [--w-adv 10]
+
+For training batches drawn as main.py draws them (augmentation, holes, crops), the checkpoint's generator
+(not its moving average: the weights the optimizer moves) and discriminator, it prints for every generator
+loss term its value, its weight, and the norm of d(weight * term) / d(raw output) over the hole pixels, with
+its share of the terms' sum. A term whose share is a few percent cannot move the fill however it is tuned
+(the adversarial weight is the run's full w_adv, or --w-adv). Reads the validation split, never the test split.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from checkpoints import build_discriminator, generator_from_checkpoint, load_checkpoint, upgrade_discriminator  # noqa: E402
+from config import ConfigError, UserError, choose_runtime  # noqa: E402
+from dataset import open_splits, resolve_data_dir, split_files  # noqa: E402
+from losses import NEEDS_REAL_FEATURES, RECONSTRUCTION, adversarial_part  # noqa: E402
+from main import training_input  # noqa: E402
+from masks import dilate, rng_for  # noqa: E402
+from models import inpaint  # noqa: E402
+
+
+def term_gradients(g, d, cfg, x, m) -> dict:
+    """{term: (unweighted value, weight, norm of the weighted term's gradient on the raw output in the holes)}."""
+    with torch.no_grad():
+        raw, _ = inpaint(g, x, m)
+    raw = raw.requires_grad_(True)
+    composite = raw * m + x * (1 - m)  # B, 3, H, W: the same composite as models.composite, from the leaf
+    region = dilate(m, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(m)
+    terms = {name: (getattr(cfg, field), lambda fn=fn: fn(raw, x, region)) for name, (field, fn) in RECONSTRUCTION.items()}
+    gan = adversarial_part(cfg)
+    if gan is not None and d is not None:
+        d.requires_grad_(False)
+        for name, (weight, fn) in gan.g_terms.items():
+            real = name in NEEDS_REAL_FEATURES
+            terms[name] = (weight, lambda fn=fn, real=real: fn(gan.critique(d, x, composite, m, real_view=real)))
+    out = {}
+    for name, (weight, value) in terms.items():
+        loss = value()
+        grad, = torch.autograd.grad(weight * loss, raw, allow_unused=True, retain_graph=True)
+        norm = 0.0 if grad is None else float((grad * m).norm())
+        out[name] = (float(loss.detach()), weight, norm)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("checkpoint", help="a run's last.pt or epochN.pt (with its discriminator)")
+    p.add_argument("--data-dir", default="", help="the run's images (default: the run's saved data_dir)")
+    p.add_argument("--batches", type=int, default=4, help="training batches to average over")
+    p.add_argument("--w-adv", type=float, default=None, help="the adversarial weight (default: the run's)")
+    args = p.parse_args(argv)
+    try:
+        if args.batches < 1:
+            raise ConfigError(f"--batches must be >= 1, not {args.batches}")
+        ckpt = load_checkpoint(args.checkpoint)
+        g, cfg = generator_from_checkpoint({k: v for k, v in ckpt.items() if k != "generator_ema"})
+        cfg.data_dir = resolve_data_dir(args.data_dir, cfg.data_dir)[0]
+        if args.w_adv is not None:
+            cfg.w_adv = args.w_adv
+        d = None
+        if "discriminator" in ckpt and cfg.w_adv > 0:
+            d = build_discriminator(cfg)
+            d.load_state_dict(upgrade_discriminator(ckpt["discriminator"]))
+        rt = choose_runtime("cpu", "fp32", False)
+        split = split_files(cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.max_images, cfg.image_size)
+        source = open_splits(cfg, split, ("val",))["val"]
+        images = source.take(args.batches * cfg.batch_size)  # N, 3, S, S uint8
+        if len(images) < args.batches * cfg.batch_size:
+            raise ConfigError(f"--batches {args.batches}: the validation split has {len(images)} images, fewer than "
+                              f"{args.batches} batches of {cfg.batch_size}; ask for fewer batches")
+        sums = {}
+        for b in range(args.batches):
+            x, m = training_input(cfg, rt, images[b * cfg.batch_size:(b + 1) * cfg.batch_size], rng_for(cfg.seed, 99, b))
+            for name, (value, weight, norm) in term_gradients(g, d, cfg, x, m).items():
+                s = sums.setdefault(name, [0.0, weight, 0.0])
+                s[0], s[2] = s[0] + value / args.batches, s[2] + norm / args.batches
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    total = sum(s[2] for s in sums.values()) or 1.0
+    print(f"{args.checkpoint}: {args.batches} batches of {cfg.batch_size}, crops {cfg.crop or 'off'}, "
+          f"generator (not the moving average) and discriminator of epoch {ckpt.get('epoch')}\n")
+    print("| term | weight | value | gradient norm in the holes | share |\n|---|---|---|---|---|")
+    for name, (value, weight, norm) in sums.items():
+        print(f"| {name} | {weight:g} | {value:.4f} | {norm:.4g} | {100 * norm / total:.1f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
