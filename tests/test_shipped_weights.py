@@ -1,4 +1,5 @@
 """The shipped reference weights: present, the recorded hash, loadable weights-only, and useful."""
+import json
 import os
 import re
 
@@ -48,20 +49,26 @@ def test_shipped_weights_inpaint_a_real_test_image_better_than_mean_fill(real_da
     assert float(ours["l1"][0]) < float(mean_fill["l1"][0])
 
 
-def test_packaging_writes_a_consistent_set_and_keeps_better_weights(tiny_run, faces_dir, tmp_path, monkeypatch):
+def test_packaging_writes_a_consistent_set_and_keeps_better_weights(tiny_run, faces_dir, tmp_path, monkeypatch,
+                                                                     tmp_path_factory):
     import package_weights
+    cache = str(tmp_path_factory.mktemp("cache"))  # the second packaging finds the first one's results there
     target = tmp_path / "weights"
     monkeypatch.setattr(package_weights, "WEIGHTS_DIR", str(target))
     monkeypatch.setattr(package_weights, "SHIPPED_WEIGHTS", str(target / "generator.pt"))
-    assert package_weights.package(tiny_run[0], "best", faces_dir, force=False, cache_dir="") == 0
+    assert package_weights.package(tiny_run[0], "best", faces_dir, force=False, cache_dir=cache) == 0
     assert sorted(os.listdir(target)) == ["README.md", "config.json", "generator.pt", "metrics.csv", "results.json"]
     readme = (target / "README.md").read_text()
     assert f"`{sha256(str(target / 'generator.pt'))}`" in readme
+    assert f"`python main.py --data-dir {faces_dir} --preset tiny" in readme  # the run's own data and recipe
+    assert "## Test split, boxes" in readme and "## Test split, strokes" in readme
+    check = json.load(open(target / "results.json"))["check"]
+    assert check["kind"] == "square" and 0 < len(check["images"]) <= 16 and check["psnr"] > 5
     shipped = torch.load(target / "generator.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in shipped["generator"].values())
     assert shipped["model_args"]["arch"] == "dilated" and "generator dilated (width 8, blocks 2" in readme
     before = sha256(str(target / "generator.pt"))
-    assert package_weights.package(tiny_run[0], "best", faces_dir, force=False, cache_dir="") == 1  # not better: kept
+    assert package_weights.package(tiny_run[0], "best", faces_dir, force=False, cache_dir=cache) == 1  # not better: kept
     assert sha256(str(target / "generator.pt")) == before and len(os.listdir(tmp_path)) == 1  # no staging left
 
 
@@ -79,7 +86,6 @@ def test_weights_are_compared_only_on_the_same_test_faces():
 def test_shipped_weights_still_score_what_their_results_json_records(real_data):
     """After the architecture switch the shipped U-Net loads and evaluates as before: the test split's square
     holes give the hole PSNR weights/results.json recorded (bf16 then, fp32 now: within 0.05 dB)."""
-    import json
     g, cfg = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
     recorded = json.load(open(os.path.join(ROOT, "weights", "results.json")))
     split = split_files(real_data, cfg.val_fraction, cfg.test_fraction, 0, cfg.image_size)
