@@ -328,12 +328,22 @@ def _die_with_parent(parent: int):
             os._exit(1)
 
 
+@contextlib.contextmanager
 def process_pool(jobs: int):
-    """Worker processes for the classical fills (spawned: no inherited thread pools), or None for jobs <= 1."""
+    """Worker processes for the classical fills (spawned: no inherited thread pools), or None for jobs <= 1.
+    On Ctrl-C (or any error) the queued fills are dropped instead of awaited: executor.map queues a whole mask
+    set at once, so waiting would run PatchMatch on every remaining image first."""
     if jobs <= 1:
-        return None
-    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+        yield None
+        return
+    pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle: bool, out_dir: str) -> tuple:
@@ -418,7 +428,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
         g = g.to(rt.device, memory_format=rt.memory_format())
     cycle = buckets == "cycle" or (buckets == "auto" and len(names) > FULL_BUCKETS_UP_TO)
     summaries, md, csv_rows, grids = {}, [], [], {}
-    with process_pool(jobs) or contextlib.nullcontext() as executor:
+    with process_pool(jobs) as executor:
         identity_judge = None
         if identity_images > 0:
             identity_judge = Judge(perceptual=False, identity=True)

@@ -63,3 +63,21 @@ def test_baselines_order_and_rough_values_on_real_faces(real_data):
     for name, ref in (("mean fill", 17.1), ("Telea", 19.9), ("Navier-Stokes", 20.1), ("biharmonic", 22.3)):
         assert abs(psnr[name] - ref) < 2.0, (name, psnr[name])
     assert 0.25 < ssim["mean fill"] < 0.5 and 0.5 < ssim["biharmonic"] < 0.75
+
+
+def test_stopping_an_evaluation_drops_the_queued_fills():
+    """Ctrl-C in results.py while the workers have a mask set queued: the pool cancels what has not started
+    instead of running every remaining fill before the KeyboardInterrupt gets through."""
+    import time
+    from results import process_pool
+    futures = []
+    with pytest.raises(KeyboardInterrupt):
+        with process_pool(2) as pool:
+            futures = [pool.submit(time.sleep, 0.2) for _ in range(40)]
+            raise KeyboardInterrupt
+    deadline = time.monotonic() + 30  # the pool's manager thread cancels them: each is done either way
+    while not all(f.done() for f in futures) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sum(f.cancelled() for f in futures) >= 30
+    with process_pool(1) as pool:
+        assert pool is None  # one job: the fills run in the main process
