@@ -101,13 +101,17 @@ def discriminator_step(gan: Adversarial, d, opt_d, real, composite, mask, rt, cl
     return {k: v.detach() for k, v in values.items()}
 
 
+def reconstruction_region(cfg: Config, mask: torch.Tensor) -> torch.Tensor:
+    """B, 1, H, W: where the reconstruction losses look (the hole and its context ring, or every pixel)."""
+    return dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
+
+
 def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, mask, cfg: Config, rt, w_adv: float,
                    finite=all_finite) -> "dict | None":
     """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus,
     with the GAN, its generator terms scaled to w_adv. Returns the detached logged values, or None when the
     loss was NaN/inf (then nothing changed)."""
-    region = dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
-    loss_g, values = reconstruction_losses(raw, batch, region, cfg)
+    loss_g, values = reconstruction_losses(raw, batch, reconstruction_region(cfg, mask), cfg)
     if gan is not None:
         adv = {k: torch.zeros((), device=batch.device) for k in gan.g_terms}
         if w_adv > 0:

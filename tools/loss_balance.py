@@ -20,9 +20,9 @@ from checkpoints import build_discriminator, generator_from_checkpoint, load_che
 from config import ConfigError, UserError, choose_runtime  # noqa: E402
 from dataset import open_splits, resolve_data_dir, split_files  # noqa: E402
 from losses import NEEDS_REAL_FEATURES, RECONSTRUCTION, adversarial_part  # noqa: E402
-from main import training_input  # noqa: E402
-from masks import dilate, rng_for  # noqa: E402
-from models import inpaint  # noqa: E402
+from main import reconstruction_region, training_input  # noqa: E402
+from masks import rng_for  # noqa: E402
+from models import composite, inpaint  # noqa: E402
 
 
 def term_gradients(g, d, cfg, x, m) -> dict:
@@ -30,15 +30,15 @@ def term_gradients(g, d, cfg, x, m) -> dict:
     with torch.no_grad():
         raw, _ = inpaint(g, x, m)
     raw = raw.requires_grad_(True)
-    composite = raw * m + x * (1 - m)  # B, 3, H, W: the same composite as models.composite, from the leaf
-    region = dilate(m, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(m)
+    filled = composite(raw, x, m)  # B, 3, H, W, built from the leaf so every term's gradient lands on raw
+    region = reconstruction_region(cfg, m)
     terms = {name: (getattr(cfg, field), lambda fn=fn: fn(raw, x, region)) for name, (field, fn) in RECONSTRUCTION.items()}
     gan = adversarial_part(cfg)
     if gan is not None and d is not None:
         d.requires_grad_(False)
         for name, (weight, fn) in gan.g_terms.items():
             real = name in NEEDS_REAL_FEATURES
-            terms[name] = (weight, lambda fn=fn, real=real: fn(gan.critique(d, x, composite, m, real_view=real)))
+            terms[name] = (weight, lambda fn=fn, real=real: fn(gan.critique(d, x, filled, m, real_view=real)))
     out = {}
     for name, (weight, value) in terms.items():
         loss = value()
