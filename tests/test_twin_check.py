@@ -1,0 +1,78 @@
+"""tools/twin_check.py: the GAN-against-its-twin goal lines, from two results folders."""
+import csv
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("twin_check", os.path.join(ROOT, "tools", "twin_check.py"))
+twin_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(twin_check)
+
+IMAGES = ["a.jpg", "b.jpg"]
+
+
+def write_results(folder, psnr: dict, lpips: dict, kid: dict, images=IMAGES):
+    """A results folder as results.py writes it, for the model alone: {(kind, bucket): value per image} per metric
+    (a square set's bucket is "square"); results.json's means are the per-image means, pooled per kind."""
+    os.makedirs(folder, exist_ok=True)
+    rows, sets = [], {}
+    for (kind, bucket), values in psnr.items():
+        for name, p, lp in zip(images, values, lpips[(kind, bucket)]):
+            rows.append([name, "ours", kind, bucket, "0.05", p, lp])
+        sets.setdefault(kind, {})["all" if bucket == kind else bucket] = {"ours": {
+            "psnr": {"mean": sum(values) / len(values)}, "lpips": {"mean": sum(lpips[(kind, bucket)]) / len(values)},
+            "kid": {"mean": kid.get((kind, bucket), 0.0)}}}
+    for kind, by_bucket in sets.items():
+        if kind != "square":
+            ps = [v for (k, b), vs in psnr.items() if k == kind for v in vs]
+            ls = [v for (k, b), vs in lpips.items() if k == kind for v in vs]
+            by_bucket["all"] = {"ours": {"psnr": {"mean": sum(ps) / len(ps)}, "lpips": {"mean": sum(ls) / len(ls)},
+                                         "kid": {"mean": kid[(kind, "all")]}}}
+    with open(os.path.join(folder, "results.json"), "w") as fh:
+        json.dump({"split": "test", "images": len(images), "image_size": 200, "eval_seed": 1234, "sets": sets}, fh)
+    with open(os.path.join(folder, "per_image.csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "method", "mask_kind", "hole_bucket", "hole_fraction", "psnr", "lpips"])
+        w.writerows(rows)
+
+
+SETS = [("square", "square"), ("strokes", "0-10%"), ("strokes", "10-20%")]
+
+
+def uniform(value_of: dict) -> dict:
+    return {s: [value_of.get(s, 0.0) + i for i in range(len(IMAGES))] for s in SETS}
+
+
+def test_a_gan_that_wins_meets_every_line_and_the_paired_differences_are_per_image(tmp_path):
+    base_psnr = {("square", "square"): 22.0, ("strokes", "0-10%"): 24.0, ("strokes", "10-20%"): 21.0}
+    base_lpips = {s: 0.05 for s in SETS}
+    write_results(tmp_path / "twin", uniform(base_psnr), uniform(base_lpips), {("strokes", "all"): 0.010})
+    write_results(tmp_path / "gan", uniform({s: v - 0.3 for s, v in base_psnr.items()}),
+                  uniform({s: v - 0.01 for s, v in base_lpips.items()}), {("strokes", "all"): 0.008})
+    text = twin_check.report(str(tmp_path / "gan"), str(tmp_path / "twin"))
+    assert "| strokes | 0-10% | 24.20 / 24.50 | -0.30 ± 0.00 |" in text  # paired: every image 0.3 dB lower
+    assert "| strokes | pooled |" in text and "| square | pooled |" in text
+    assert text.count("| yes |") == 3 and "**no**" not in text  # KID on strokes, LPIPS, PSNR cost
+
+
+def test_a_gan_that_costs_too_much_psnr_or_lpips_is_said_to_miss(tmp_path):
+    base = {("square", "square"): 22.0, ("strokes", "0-10%"): 24.0, ("strokes", "10-20%"): 21.0}
+    write_results(tmp_path / "twin", uniform(base), uniform({}), {("strokes", "all"): 0.010})
+    write_results(tmp_path / "gan", uniform({**base, ("strokes", "10-20%"): 20.2}),
+                  uniform({("square", "square"): 0.001}), {("strokes", "all"): 0.012})
+    rows = {goal: (measured, met) for goal, measured, met in twin_check.goal_rows(
+        json.load(open(tmp_path / "gan" / "results.json")), json.load(open(tmp_path / "twin" / "results.json")))}
+    assert rows["strokes: KID lower than the twin's"] == ("12.00 vs 10.00", False)
+    assert rows["LPIPS no worse than the twin's in any set"] == ("worst square pooled: +0.0010", False)
+    assert rows["hole-PSNR cost ≤ 0.5 dB in every set"] == ("worst strokes 10-20%: +0.80 dB", False)
+
+
+def test_evaluations_of_other_faces_or_holes_are_refused(tmp_path):
+    write_results(tmp_path / "twin", uniform({}), uniform({}), {("strokes", "all"): 0.0})
+    write_results(tmp_path / "gan", uniform({}), uniform({}), {("strokes", "all"): 0.0}, images=["a.jpg", "c.jpg"])
+    with pytest.raises(twin_check.UserError, match="not of the same faces and holes"):
+        twin_check.report(str(tmp_path / "gan"), str(tmp_path / "twin"))
+    assert twin_check.main([str(tmp_path / "gan"), str(tmp_path / "missing")]) == 2

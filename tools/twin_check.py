@@ -1,0 +1,147 @@
+"""Does the GAN earn its place? A GAN model's evaluation against its reconstruction-only twin's.
+
+    python tools/twin_check.py out/results-weights ~/runs/twin [-o twin_check.md]
+
+Each argument is a folder results.py wrote (results.json and per_image.csv), both of the same split, faces and
+holes (else it refuses). Prints, per hole kind and area bucket, both models' hole PSNR, LPIPS and KID, the
+paired GAN − twin differences (same image and hole, mean ± 95 % CI), and the goal lines: lower KID on boxes and
+strokes (every bucket pooled; on squares a 2.6 % hole barely moves KID, so LPIPS decides there), LPIPS no
+worse in any set (the GAN's mean at most the twin's) and a hole-PSNR cost of at most 0.5 dB in every set.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from config import UserError  # noqa: E402
+from metrics import mean_ci95  # noqa: E402
+
+OURS = "ours"
+KID_KINDS = ("boxes", "strokes")
+MAX_PSNR_COST = 0.5  # dB the adversarial term may cost in hole PSNR
+
+
+def load(folder: str) -> tuple:
+    """(results.json, {(kind, bucket, image): {metric: value}} of the model's rows in per_image.csv)."""
+    paths = [os.path.join(folder, name) for name in ("results.json", "per_image.csv")]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"{path} not found: run `python results.py {folder} --masks square,boxes,strokes` first")
+    with open(paths[0]) as fh:
+        summary = json.load(fh)
+    rows = {}
+    with open(paths[1], newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["method"] == OURS:
+                rows[(r["mask_kind"], r["hole_bucket"], r["image"])] = {k: float(r[k]) for k in ("psnr", "lpips")
+                                                                       if r.get(k)}
+    return summary, rows
+
+
+def paired(gan_rows: dict, twin_rows: dict) -> dict:
+    """{(kind, bucket): {metric: (mean, ci95) of GAN − twin}}, bucket "all" pooling a kind's buckets."""
+    diffs = defaultdict(lambda: defaultdict(list))
+    for (kind, bucket, image), g in gan_rows.items():
+        t = twin_rows[(kind, bucket, image)]
+        bucket = "all" if bucket == kind else bucket  # a square set is its kind's only set
+        for k in g.keys() & t.keys():
+            diffs[(kind, bucket)][k].append(g[k] - t[k])
+            if bucket != "all":
+                diffs[(kind, "all")][k].append(g[k] - t[k])
+    return {key: {k: mean_ci95(v) for k, v in by_metric.items()} for key, by_metric in diffs.items()}
+
+
+def same_protocol(gan: tuple, twin: tuple):
+    keys = ("split", "images", "image_size", "eval_seed")
+    if any(gan[0].get(k) != twin[0].get(k) for k in keys) or gan[1].keys() != twin[1].keys():
+        raise UserError("the two evaluations are not of the same faces and holes "
+                        f"({', '.join(f'{k} {gan[0].get(k)} vs {twin[0].get(k)}' for k in keys)}): "
+                        "evaluate both with the same --data-dir, --split, --max-images and --masks")
+
+
+def sets_of(summary: dict) -> list:
+    """[(kind, bucket, {method: metrics})], each kind's buckets first, then its pooled set."""
+    out = []
+    for kind, by_bucket in summary["sets"].items():
+        buckets = [b for b in by_bucket if b != "all"] or ["all"]
+        out += [(kind, b, by_bucket[b]) for b in buckets] + ([(kind, "all", by_bucket["all"])] if len(by_bucket) > 1 else [])
+    return out
+
+
+def table(gan: dict, twin: dict, diffs: dict) -> str:
+    lines = ["| kind | bucket | hole PSNR dB: GAN / twin | GAN − twin (paired) | LPIPS: GAN / twin | GAN − twin (paired) "
+             "| KID×1000: GAN / twin |", "|---|---|---|---|---|---|---|"]
+    for (kind, bucket, g), (_, _, t) in zip(sets_of(gan), sets_of(twin)):
+        g, t = g[OURS], t[OURS]
+        d = diffs.get((kind, bucket), {})
+        cells = [f"{g['psnr']['mean']:.2f} / {t['psnr']['mean']:.2f}", _diff(d.get("psnr"), 2)]
+        cells += [f"{g['lpips']['mean']:.4f} / {t['lpips']['mean']:.4f}", _diff(d.get("lpips"), 4)] \
+            if "lpips" in g and "lpips" in t else ["", ""]
+        cells.append(f"{1000 * g['kid']['mean']:.2f} / {1000 * t['kid']['mean']:.2f}" if "kid" in g and "kid" in t else "")
+        lines.append(f"| {kind} | {'pooled' if bucket == 'all' else bucket} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _diff(value: "tuple | None", digits: int) -> str:
+    return "" if value is None else f"{value[0]:+.{digits}f} ± {value[1]:.{digits}f}"
+
+
+def _name(key: tuple) -> str:
+    return f"{key[0]} {'pooled' if key[1] == 'all' else key[1]}"
+
+
+def goal_rows(gan: dict, twin: dict) -> list:
+    """(goal, measured, met) for the issue's "the GAN earns its place" lines."""
+    rows = []
+    for kind in KID_KINDS:
+        g, t = gan["sets"].get(kind, {}).get("all", {}).get(OURS), twin["sets"].get(kind, {}).get("all", {}).get(OURS)
+        if g and t and "kid" in g and "kid" in t:
+            rows.append((f"{kind}: KID lower than the twin's", f"{1000 * g['kid']['mean']:.2f} vs "
+                         f"{1000 * t['kid']['mean']:.2f}", g["kid"]["mean"] < t["kid"]["mean"]))
+    pairs = list(zip(sets_of(gan), sets_of(twin)))
+    lpips = {(k, b): g[OURS]["lpips"]["mean"] - t[OURS]["lpips"]["mean"] for (k, b, g), (_, _, t) in pairs
+             if "lpips" in g[OURS] and "lpips" in t[OURS]}
+    if lpips:
+        worst = max(lpips, key=lpips.get)
+        rows.append(("LPIPS no worse than the twin's in any set", f"worst {_name(worst)}: {lpips[worst]:+.4f}",
+                     lpips[worst] <= 0))
+    cost = {(k, b): t[OURS]["psnr"]["mean"] - g[OURS]["psnr"]["mean"] for (k, b, g), (_, _, t) in pairs}
+    worst = max(cost, key=cost.get)
+    rows.append((f"hole-PSNR cost ≤ {MAX_PSNR_COST} dB in every set", f"worst {_name(worst)}: {cost[worst]:+.2f} dB",
+                 cost[worst] <= MAX_PSNR_COST))
+    return rows
+
+
+def report(gan_dir: str, twin_dir: str) -> str:
+    gan, twin = load(gan_dir), load(twin_dir)
+    same_protocol(gan, twin)
+    goals = ["| goal | measured | met |", "|---|---|---|"] + \
+        [f"| {goal} | {measured} | {'yes' if met else '**no**'} |" for goal, measured, met in goal_rows(gan[0], twin[0])]
+    return (f"GAN: {gan_dir}; twin: {twin_dir}; {gan[0]['images']} {gan[0].get('split', 'test')} images\n\n"
+            + table(gan[0], twin[0], paired(gan[1], twin[1])) + "\n\n" + "\n".join(goals) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("gan", help="results folder of the GAN model (results.json + per_image.csv)")
+    p.add_argument("twin", help="results folder of its reconstruction-only twin")
+    p.add_argument("-o", "--output", default=None, help="also write the report to this markdown file")
+    args = p.parse_args(argv)
+    try:
+        text = report(args.gan, args.twin)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
