@@ -66,7 +66,7 @@ def test_a_gan_that_costs_too_much_psnr_or_lpips_is_said_to_miss(tmp_path):
     rows = {goal: (measured, met) for goal, measured, met in twin_check.goal_rows(
         json.load(open(tmp_path / "gan" / "results.json")), json.load(open(tmp_path / "twin" / "results.json")))}
     assert rows["strokes: KID lower than the twin's"] == ("12.00 vs 10.00", False)
-    assert rows["LPIPS no worse than the twin's in any set"] == ("worst square pooled: +0.0010", False)
+    assert rows["LPIPS no worse than the twin's in any set"] == ("worst square pooled: +0.00100", False)
     assert rows["hole-PSNR cost ≤ 0.5 dB in every set"] == ("worst strokes 10-20%: +0.80 dB", False)
 
 

@@ -90,6 +90,12 @@ def _diff(value: "tuple | None", digits: int) -> str:
     return "" if value is None else f"{value[0]:+.{digits}f} ± {value[1]:.{digits}f}"
 
 
+def _kid(metrics: dict) -> str:
+    """KID ×1000 with its standard error over subsets, when results.py recorded one."""
+    se = metrics["kid"].get("se")
+    return f"{1000 * metrics['kid']['mean']:.2f}" + ("" if se is None else f" ± {1000 * se:.2f}")
+
+
 def _name(key: tuple) -> str:
     return f"{key[0]} {'pooled' if key[1] == 'all' else key[1]}"
 
@@ -100,14 +106,13 @@ def goal_rows(gan: dict, twin: dict) -> list:
     for kind in KID_KINDS:
         g, t = gan["sets"].get(kind, {}).get("all", {}).get(OURS), twin["sets"].get(kind, {}).get("all", {}).get(OURS)
         if g and t and "kid" in g and "kid" in t:
-            rows.append((f"{kind}: KID lower than the twin's", f"{1000 * g['kid']['mean']:.2f} vs "
-                         f"{1000 * t['kid']['mean']:.2f}", g["kid"]["mean"] < t["kid"]["mean"]))
+            rows.append((f"{kind}: KID lower than the twin's", f"{_kid(g)} vs {_kid(t)}", g["kid"]["mean"] < t["kid"]["mean"]))
     pairs = list(zip(sets_of(gan), sets_of(twin)))
     lpips = {(k, b): g[OURS]["lpips"]["mean"] - t[OURS]["lpips"]["mean"] for (k, b, g), (_, _, t) in pairs
              if "lpips" in g[OURS] and "lpips" in t[OURS]}
     if lpips:
         worst = max(lpips, key=lpips.get)
-        rows.append(("LPIPS no worse than the twin's in any set", f"worst {_name(worst)}: {lpips[worst]:+.4f}",
+        rows.append(("LPIPS no worse than the twin's in any set", f"worst {_name(worst)}: {lpips[worst]:+.5f}",
                      lpips[worst] <= 0))
     cost = {(k, b): t[OURS]["psnr"]["mean"] - g[OURS]["psnr"]["mean"] for (k, b, g), (_, _, t) in pairs}
     worst = max(cost, key=cost.get)
