@@ -98,6 +98,7 @@ def test_shipped_weights_still_score_what_their_results_json_records(celeba):
                               choose_runtime("cpu", "fp32"))
     assert abs(float(ours["psnr"].mean()) - check["psnr"]) < 0.05
 
+
 def test_packaging_stopped_with_ctrl_c_leaves_weights_untouched(tiny_run, tmp_path, monkeypatch, capsys):
     import package_weights
     target = tmp_path / "weights"

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import UserError  # noqa: E402
 from metrics import mean_ci95  # noqa: E402
+from results import goals_table  # noqa: E402
 
 OURS = "ours"
 KID_KINDS = ("boxes", "strokes")
@@ -124,10 +125,9 @@ def goal_rows(gan: dict, twin: dict) -> list:
 def report(gan_dir: str, twin_dir: str) -> str:
     gan, twin = load(gan_dir), load(twin_dir)
     same_protocol(gan, twin)
-    goals = ["| goal | measured | met |", "|---|---|---|"] + \
-        [f"| {goal} | {measured} | {'yes' if met else '**no**'} |" for goal, measured, met in goal_rows(gan[0], twin[0])]
     return (f"GAN: {gan_dir}; twin: {twin_dir}; {gan[0]['images']} {gan[0].get('split', 'test')} images\n\n"
-            + table(gan[0], twin[0], paired(gan[1], twin[1])) + "\n\n" + "\n".join(goals) + "\n")
+            + table(gan[0], twin[0], paired(gan[1], twin[1])) + "\n\n"
+            + goals_table(goal_rows(gan[0], twin[0]), "measured") + "\n")
 
 
 def main(argv=None) -> int:
