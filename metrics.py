@@ -9,6 +9,7 @@ literature's one-liners) and "gaussian" (gaussian_weights=True, sigma=1.5, 11x11
 loss). The tests check both against skimage.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -148,18 +149,108 @@ def image_ssim(pred, target, ssim=None) -> torch.Tensor:
     return ssim[..., r:-r, r:-r].mean(dim=(1, 2, 3))
 
 
+SEAM_BAND = (2, 1)  # the seam band: hole pixels within 2 px of a known pixel, known pixels within 1 px of the hole
+DETAIL_DEPTH = 3  # detail is measured on hole pixels at least this many px from every known pixel
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Pixels within `radius` px (Chebyshev distance) of a set pixel of mask (B, 1, H, W)."""
+    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+def grey_gradient(x: torch.Tensor) -> torch.Tensor:
+    """B, 1, H, W: the Sobel gradient magnitude of the grey level (ITU-R 601 luma) of x in [0, 1]."""
+    w = torch.tensor(LUMA, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return sobel_magnitude((x.float() * w).sum(1, keepdim=True))
+
+
+def seam(pred, target, mask) -> torch.Tensor:
+    """The edge a fill draws where it meets the photo, per image: along the band (SEAM_BAND), the mean of
+    max(0, |grad composite| - |grad original|) of the grey level, x100. 0 = no edge beyond the photo's own."""
+    hole = (mask > 0.5).float()
+    known = 1 - hole
+    band = hole * _grow(known, SEAM_BAND[0]) + known * _grow(hole, SEAM_BAND[1])
+    excess = (grey_gradient(pred) - grey_gradient(target)).clamp_min(0)
+    return 100 * masked_mean(excess, band)
+
+
+def detail(pred, target, mask) -> torch.Tensor:
+    """The fill's texture against the photo's, per image: the mean grey-level gradient of the composite over
+    that of the original, on hole pixels >= DETAIL_DEPTH px inside the hole (where the gradient sees only the
+    fill). 1 = a real face's texture, below it smoother (a blur), above it busier; NaN where the hole has no
+    such interior (a thin stroke)."""
+    hole = (mask > 0.5).float()
+    inner = hole * (1 - _grow(1 - hole, DETAIL_DEPTH - 1))
+    ours, theirs = (masked_mean(grey_gradient(v), inner) for v in (pred, target))
+    return torch.where(inner.sum((1, 2, 3)) > 0, ours / theirs.clamp_min(1e-6), torch.full_like(ours, math.nan))
+
+
 def quality_metrics(pred, target, mask) -> dict:
     """Every per-image metric an evaluation reports (inputs in [0, 1]): hole L1, PSNR, SSIM and edge
-    error, plus whole-image PSNR and SSIM."""
+    error, the seam and the detail, plus whole-image PSNR and SSIM."""
     ssim = ssim_map(pred, target)
     return {"l1": hole_l1(pred, target, mask), "psnr": hole_psnr(pred, target, mask),
             "ssim": hole_ssim(pred, target, mask, ssim), "edge": hole_edge(pred, target, mask),
+            "seam": seam(pred, target, mask), "detail": detail(pred, target, mask),
             "image_psnr": image_psnr(pred, target), "image_ssim": image_ssim(pred, target, ssim)}
 
 
+@dataclass(frozen=True)
+class Metric:
+    """How a metric is shown and compared, declared once: its header, which way is better (ideal: +inf =
+    higher, -inf = lower, a number = closer to it), and its format (printed x scale with `digits` decimals)."""
+    label: str
+    ideal: float
+    digits: int = 4
+    scale: float = 1.0
+
+    @property
+    def header(self) -> str:
+        arrow = "↑" if self.ideal == math.inf else "↓" if self.ideal == -math.inf else f"→{self.ideal:g}"
+        return f"{self.label} {arrow}"
+
+    def distance(self, value: float) -> float:
+        """How far a value is from ideal (smaller is better); NaN counts as the worst."""
+        if math.isnan(value):
+            return math.inf
+        return -value if self.ideal == math.inf else value if self.ideal == -math.inf else abs(value - self.ideal)
+
+    def better(self, value: float, than: "float | None") -> bool:
+        return than is None or self.distance(value) < self.distance(than)
+
+    def best(self, values) -> float:
+        return min(values, key=self.distance)
+
+    def format(self, value: float, spread: float = math.nan) -> str:
+        """'12.34' or '12.34 ± 0.56', scaled."""
+        text = f"{value * self.scale:.{self.digits}f}"
+        return text if math.isnan(spread) else f"{text} ± {spread * self.scale:.{self.digits}f}"
+
+
+UP, DOWN = math.inf, -math.inf
+METRICS = {  # every metric a table, a goal line or a best-checkpoint choice names
+    "l1": Metric("hole L1", DOWN),
+    "psnr": Metric("hole PSNR dB", UP, 2),
+    "ssim": Metric("hole SSIM", UP),
+    "edge": Metric("hole edge", DOWN),
+    "seam": Metric("seam", DOWN, 3),
+    "detail": Metric("detail", 1.0, 3),
+    "lpips": Metric("LPIPS", DOWN),
+    "kid": Metric("KID×1000", DOWN, 2, 1000),
+    "fd": Metric("FD-VGG", DOWN, 2),
+    "image_psnr": Metric("image PSNR dB", UP, 2),
+    "image_ssim": Metric("image SSIM", UP),
+    "identity": Metric("ID distance", DOWN, 3),
+    "same_person": Metric("same person %", UP, 1, 100),
+}
+
+
 def mean_ci95(values) -> tuple:
-    """Mean and half-width of a normal-approximation 95% confidence interval over images."""
+    """Mean and half-width of a normal-approximation 95% confidence interval over images (NaN values, e.g.
+    detail where a hole has no interior, are left out)."""
     v = torch.as_tensor(values, dtype=torch.float64)
+    v = v[~torch.isnan(v)]
     if v.numel() < 2:
         return float(v.mean()) if v.numel() else math.nan, math.nan
     return float(v.mean()), float(1.96 * v.std(unbiased=True) / math.sqrt(v.numel()))

@@ -39,26 +39,19 @@ from evaluation import Judge, evaluate_baseline, evaluate_generator, face_key, g
 import identity
 from identity import SAME_PERSON
 from masks import evaluation_sets, fixed_masks, save_mask_pngs
-from metrics import hole_bounds, mean_ci95
+from metrics import METRICS, hole_bounds, mean_ci95
 from models import describe, to_model_range, to_unit_range
 from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
 GRID_ROWS = 4  # test images in each comparison figure
-# per-image metrics (per_image.csv, means with 95% CIs): (key, header, higher is better)
-COLUMNS = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssim", "hole SSIM ↑", True),
-           ("edge", "hole edge ↓", False), ("lpips", "LPIPS ↓", False), ("image_psnr", "image PSNR dB ↑", True),
-           ("image_ssim", "image SSIM ↑", True), ("identity", "ID distance ↓", False)]
+# per-image metrics (per_image.csv, means with 95% CIs); names, directions and formats: metrics.METRICS
+COLUMNS = ["l1", "psnr", "ssim", "edge", "seam", "detail", "lpips", "image_psnr", "image_ssim", "identity"]
 # the printed tables: per-image metrics plus the set-level distribution distances
-TABLE = [("l1", "hole L1 ↓", False), ("psnr", "hole PSNR dB ↑", True), ("ssim", "hole SSIM ↑", True),
-         ("lpips", "LPIPS ↓", False), ("kid", "KID×1000 ↓", False), ("fd", "FD-VGG ↓", False),
-         ("image_psnr", "image PSNR dB ↑", True), ("identity", "ID distance ↓", False),
-         ("same_person", "same person % ↑", True)]
+TABLE = ["l1", "psnr", "ssim", "seam", "detail", "lpips", "kid", "fd", "image_psnr", "identity", "same_person"]
 FIXED_POSITIONS = {"centre": (0.5, 0.5), "left eye": (0.45, 0.36), "right eye": (0.45, 0.64), "mouth": (0.72, 0.5)}
-SCALE = {"kid": 1000, "same_person": 100}  # KID is printed in thousandths, as usual
-DIGITS = {"psnr": 2, "image_psnr": 2, "kid": 2, "fd": 2, "identity": 3, "same_person": 1}
 IDENTITY_IMAGES = 500  # --identity-images default: dlib's descriptor costs ~0.1 s a face and method
-CACHE_VERSION = 1  # bump when a baseline, the metrics or the cached fields change: old entries are then ignored
+CACHE_VERSION = 2  # bump when a baseline, the metrics or the cached fields change: old entries are then ignored
 DEFAULT_CACHE = os.path.join("out", "cache")
 FULL_BUCKETS_UP_TO = 500  # --buckets auto: every image in every bucket up to this many images, else cycle
 
@@ -68,7 +61,7 @@ def summarize(per_method: dict, real_features: "torch.Tensor | None" = None) -> 
     from perceptual import frechet_distance, kid
     out = {}
     for name, r in per_method.items():
-        s = {k: mean_ci95(r[k]) for k, _, _ in COLUMNS if k in r and k != "identity"}
+        s = {k: mean_ci95(r[k]) for k in COLUMNS if k in r and k != "identity"}
         if "identity" in r and not torch.isnan(r["identity"]).all():  # measured on a subset of the faces
             d = r["identity"][~torch.isnan(r["identity"])]
             s["identity"], s["same_person"] = mean_ci95(d), mean_ci95((d < SAME_PERSON).double())
@@ -82,19 +75,14 @@ def summarize(per_method: dict, real_features: "torch.Tensor | None" = None) -> 
 
 def markdown_table(summary: dict) -> str:
     """Rows = methods, best mean per column in bold; columns absent from every method are left out."""
-    cols = [c for c in TABLE if any(c[0] in s for s in summary.values())]
-    best = {}
-    for k, _, higher in cols:
-        values = [s[k][0] for s in summary.values() if k in s]
-        best[k] = max(values) if higher else min(values)
-    header = "| method | " + " | ".join(h for _, h, _ in cols) + " | ms / image |"
+    cols = [k for k in TABLE if any(k in s for s in summary.values())]
+    best = {k: METRICS[k].best([s[k][0] for s in summary.values() if k in s]) for k in cols}
+    header = "| method | " + " | ".join(METRICS[k].header for k in cols) + " | ms / image |"
     lines = [header, "|" + "---|" * (len(cols) + 2)]
     for name, s in summary.items():
         cells = []
-        for k, _, _ in cols:
-            mean, ci = s.get(k, (math.nan, math.nan))
-            mean, ci, digits = mean * SCALE.get(k, 1), ci * SCALE.get(k, 1), DIGITS.get(k, 4)
-            text = f"{mean:.{digits}f}" + ("" if math.isnan(ci) else f" ± {ci:.{digits}f}")
+        for k in cols:
+            text = METRICS[k].format(*s.get(k, (math.nan, math.nan)))
             cells.append(f"**{text}**" if s.get(k, (None,))[0] == best[k] else text)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['ms_per_image']:.1f} |")
     return "\n".join(lines)
@@ -103,17 +91,16 @@ def markdown_table(summary: dict) -> str:
 def bucket_overview(kind: str, by_bucket: dict) -> str:
     """One compact table per key metric: rows = area buckets, columns = methods, the best in bold."""
     out = []
-    for key, label, higher in (("psnr", "hole PSNR dB ↑", True), ("lpips", "LPIPS ↓", False)):
-        methods = list(next(iter(by_bucket.values())))
+    for key in ("psnr", "lpips", "seam", "detail"):
+        methods, metric = list(next(iter(by_bucket.values()))), METRICS[key]
         if not all(key in by_bucket[b][m] for b in by_bucket for m in methods):
             continue
-        lines = [f"\n### {kind}: {label} per hole-area bucket\n", "| hole area | " + " | ".join(methods) + " |",
+        lines = [f"\n### {kind}: {metric.header} per hole-area bucket\n", "| hole area | " + " | ".join(methods) + " |",
                  "|" + "---|" * (len(methods) + 1)]
         for bucket, summary in by_bucket.items():
             values = [summary[m][key][0] for m in methods]
-            best = max(values) if higher else min(values)
-            digits = DIGITS.get(key, 4)
-            lines.append(f"| {bucket} | " + " | ".join(f"**{v:.{digits}f}**" if v == best else f"{v:.{digits}f}"
+            best = metric.best(values)
+            lines.append(f"| {bucket} | " + " | ".join(f"**{metric.format(v)}**" if v == best else metric.format(v)
                                                        for v in values) + " |")
         out.append("\n".join(lines))
     return "\n".join(out)
@@ -122,15 +109,14 @@ def bucket_overview(kind: str, by_bucket: dict) -> str:
 def paired_lines(per_method: dict) -> list:
     """Ours minus the pixel bar (biharmonic) and the perceptual bar (PatchMatch) on the same image and hole."""
     lines = []
-    for bar, keys in (("biharmonic", ("psnr", "lpips")), ("PatchMatch", ("lpips",))):
+    for bar, keys in (("biharmonic", ("psnr", "lpips", "seam")), ("PatchMatch", ("lpips",))):
         if OURS not in per_method or bar not in per_method:
             continue
         parts = []
         for k in keys:
             if k in per_method[OURS] and k in per_method[bar]:
                 mean, ci = mean_ci95(per_method[OURS][k] - per_method[bar][k])
-                label, unit = {"psnr": ("hole PSNR", " dB"), "lpips": ("LPIPS", "")}[k]
-                parts.append(f"{label} {mean:+.{DIGITS.get(k, 4)}f} ± {ci:.{DIGITS.get(k, 4)}f}{unit}")
+                parts.append(f"{METRICS[k].label} {'+' if mean >= 0 else ''}{METRICS[k].format(mean, ci)}")
         if parts:
             lines.append(f"ours − {bar} (paired, 95% CI): " + ", ".join(parts))
     return lines
@@ -139,14 +125,14 @@ def paired_lines(per_method: dict) -> list:
 def write_per_image_csv(rows: list, path: str):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["image", "method", "mask_kind", "hole_bucket", "hole_fraction"] + [k for k, _, _ in COLUMNS])
+        w.writerow(["image", "method", "mask_kind", "hole_bucket", "hole_fraction"] + COLUMNS)
         w.writerows(rows)
 
 
 def per_image_rows(per_method: dict, names: list, kind: str, bucket: str, masks: torch.Tensor) -> list:
     frac = masks.mean(dim=(1, 2, 3))
     return [[name, method, kind, bucket, f"{float(frac[i]):.4f}"] +
-            [f"{float(r[k][i]):.6f}" if k in r else "" for k, _, _ in COLUMNS]
+            [f"{float(r[k][i]):.6f}" if k in r else "" for k in COLUMNS]
             for method, r in per_method.items() for i, name in enumerate(names)]
 
 
@@ -457,21 +443,20 @@ CLASSICAL = [m for m in BASELINES if m != "mean fill"]  # the fills a user would
 def headline_table(summaries: dict) -> str:
     """One row per hole kind (every bucket pooled): ours against biharmonic (the pixel bar) and PatchMatch
     (the perceptual bar), in hole PSNR, LPIPS and, when measured, the share of faces still recognised."""
-    cols = [("psnr", "hole PSNR dB ↑"), ("lpips", "LPIPS ↓"), ("same_person", "same person % ↑")]
     methods = [OURS, "biharmonic", "PatchMatch"]
     first = next(iter(summaries.values()))["all"]
-    cols = [(k, h) for k, h in cols if all(k in first.get(m, {}) for m in methods)]
-    lines = ["| holes | " + " | ".join(f"{h}: {m}" for k, h in cols for m in methods) + " |",
+    cols = [k for k in ("psnr", "lpips", "seam", "same_person") if all(k in first.get(m, {}) for m in methods)]
+    lines = ["| holes | " + " | ".join(f"{METRICS[k].header}: {m}" for k in cols for m in methods) + " |",
              "|" + "---|" * (1 + len(cols) * len(methods))]
     for kind, by_bucket in summaries.items():
         s = by_bucket["all"]
         if not all(m in s for m in methods):
             continue
         cells = []
-        for k, _ in cols:
-            values = [s[m][k][0] * SCALE.get(k, 1) for m in methods]
-            best = max(values) if k != "lpips" else min(values)
-            cells += [f"**{v:.{DIGITS.get(k, 4)}f}**" if v == best else f"{v:.{DIGITS.get(k, 4)}f}" for v in values]
+        for k in cols:
+            values = [s[m][k][0] for m in methods]
+            best = METRICS[k].best(values)
+            cells += [f"**{METRICS[k].format(v)}**" if v == best else METRICS[k].format(v) for v in values]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -496,6 +481,13 @@ def goal_rows(summaries: dict) -> list:
         gain = pooled[OURS]["psnr"][0] - pooled["biharmonic"]["psnr"][0]
         rows.append((f"{kind}: pooled hole PSNR ≥ biharmonic + 1 dB", f"{gain:+.2f} dB", gain >= 1.0))
     for kind, by_bucket in summaries.items():
+        pooled = by_bucket["all"]
+        if OURS in pooled and "seam" in pooled[OURS] and "biharmonic" in pooled:
+            gap = pooled[OURS]["seam"][0] - pooled["biharmonic"]["seam"][0]
+            rows.append((f"{kind}: seam ≤ biharmonic's, pooled", f"{METRICS['seam'].format(gap)} over it", gap <= 0))
+        if kind != "square" and OURS in pooled and "detail" in pooled[OURS]:
+            value = pooled[OURS]["detail"][0]
+            rows.append((f"{kind}: detail from 0.8 to 1.2, pooled", METRICS["detail"].format(value), 0.8 <= value <= 1.2))
         sets = {b: s for b, s in by_bucket.items() if (b != "all" or len(by_bucket) == 1) and OURS in s
                 and "lpips" in s[OURS] and all(m in s for m in CLASSICAL)}
         if not sets:

@@ -118,3 +118,46 @@ def test_ssim_loss_on_crops_equals_the_full_image_computation(hole, margin):
     w = dilate(square_masks(6, 100, hole, margin, rng_for(hole)), 4)  # margin 0: holes touch the border
     full = 1 - masked_mean(metrics.ssim_map((p + 1) / 2, (x + 1) / 2, "gaussian"), w, dim=None)
     assert abs(float(ssim_loss(p, x, w)) - float(full)) < 1e-5
+
+
+def stroke_case(size=64):
+    """A smooth photo (a ramp), a vertical 6-px stroke, its exact fill and the same fill with a darker outline."""
+    ramp = torch.linspace(0.2, 0.8, size).view(1, 1, 1, size).expand(1, 3, size, size).clone()
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., 29:35] = 1
+    outlined = ramp.clone()
+    outlined[..., [29, 34]] -= 0.2  # the fill's first and last columns drawn darker: an outline along the stroke
+    return ramp, mask, outlined
+
+
+def test_seam_scores_a_drawn_outline_above_the_exact_fill():
+    photo, mask, outlined = stroke_case()
+    exact, drawn = metrics.seam(photo, photo, mask), metrics.seam(outlined, photo, mask)
+    assert float(exact) == 0 and float(drawn) > 1  # x100: grey levels in [0, 1]
+    # only the band counts: the same outline 10 px away from the hole is not a seam of this hole
+    far = photo.clone()
+    far[..., 10] -= 0.2
+    assert float(metrics.seam(far, photo, mask)) == 0
+
+
+def test_detail_is_one_for_the_photo_below_it_for_a_blur_and_nan_without_an_interior():
+    torch.manual_seed(0)
+    photo = torch.rand(1, 3, 64, 64)
+    box = torch.zeros(1, 1, 64, 64)
+    box[..., 16:48, 16:48] = 1
+    flat = photo.clone()
+    flat[..., 16:48, 16:48] = photo[..., 16:48, 16:48].mean()
+    assert abs(float(metrics.detail(photo, photo, box)) - 1) < 1e-6
+    assert float(metrics.detail(flat, photo, box)) < 0.05
+    thin = torch.zeros(1, 1, 64, 64)
+    thin[..., 30:34] = 1  # 4 px wide: no pixel is 3 px from the photo
+    assert torch.isnan(metrics.detail(photo, photo, thin)).all()
+
+
+def test_every_metric_declares_its_direction_once():
+    psnr, lpips, detail = metrics.METRICS["psnr"], metrics.METRICS["lpips"], metrics.METRICS["detail"]
+    assert psnr.better(21.0, 20.0) and not psnr.better(20.0, 21.0) and psnr.better(1.0, None)
+    assert lpips.better(0.1, 0.2) and lpips.best([0.3, 0.1, 0.2]) == 0.1
+    assert detail.best([0.5, 1.1, 1.4]) == 1.1 and detail.header == "detail →1"
+    assert metrics.METRICS["kid"].format(0.01234, 0.001) == "12.34 ± 1.00"
+    assert not psnr.better(float("nan"), 20.0)
