@@ -7,7 +7,7 @@ from dataclasses import fields
 import torch
 
 from config import Config, UserError
-from models import Discriminator, arch_arg_names, build_from_args
+from models import Discriminator, arch_arg_names, build_from_args, complete_args
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -98,7 +98,7 @@ def saved_model_args(ckpt: dict) -> dict:
     **arguments}. Checkpoints written before the registry saved no "arch" (U-Nets, all of them), and those
     before model_args existed only their config."""
     if ckpt.get("model_args"):
-        return {"arch": "unet", **ckpt["model_args"]}
+        return complete_args(ckpt["model_args"])
     return model_args(saved_config(ckpt))
 
 

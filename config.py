@@ -56,7 +56,8 @@ class Config:
     width: int = F(32, "dilated: channels at 1/2 resolution (2x at 1/4, 4x at 1/8)")
     blocks: int = F(8, "dilated: residual blocks (dilations 1, 2, 4, 8, ...) at 1/8 resolution")
     attention: bool = F(True, "self-attention at 1/8 resolution in the generator")
-    prefill: bool = F(False, "fill holes with a cheap smooth (push-pull) fill and predict a correction to it")
+    prefill: bool = F(True, "fill holes with a cheap smooth (push-pull) fill and predict a zero-initialised correction to it (--no-prefill: colours from scratch)")
+    gate: float = F(0.0, "with --prefill: scale the network's correction by c / (c + gate), c the hole's surroundings' curvature, so flat colours and ramps keep the exact fill (0 = no gate)")
     init_from: str = F("", "start the generator (and its moving average) from this checkpoint's weights, e.g. weights/generator.pt for a fine-tune")
     branch_from: str = F("", "start as a copy of this run checkpoint (networks, optimizers, step, history, split) and go on under this config, e.g. a reconstruction-only twin with --w-adv 0")
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
@@ -169,7 +170,7 @@ class Config:
              f"leaves no patch on a {seen} px training image: lower it or raise --crop / --image-size")
 
     def _check_training(self, need, errors: list):
-        for w in ("w_adv", "w_fm", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "mask_blur"):
+        for w in ("w_adv", "w_fm", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "mask_blur", "gate"):
             need(math.isfinite(getattr(self, w)) and getattr(self, w) >= 0, w, "must be a finite number >= 0")
         need(self.w_l1 + self.w_edge + self.w_ssim + self.w_l2 > 0, "w_l1", "at least one reconstruction loss weight must be > 0")
         need(self.loss_region in ("hole_ring", "whole"), "loss_region", "must be hole_ring or whole")
@@ -228,11 +229,11 @@ class ConfigError(UserError, ValueError):
 
 # Fields added after runs had been saved, with the value those runs had: a run from before the architecture
 # switch is a U-Net trained on whole images, with the seed's discriminator.
-SAVED_BEFORE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask_blur": 0.0, "w_fm": 0.0}
+SAVED_BEFORE = {"prefill": False, "gate": 0.0, "arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask_blur": 0.0, "w_fm": 0.0}
 
 # Presets change only what differs from the field defaults (the default recipe, chosen on the
 # validation split: docs/experiments.md). The seed's recipe as written is kept as its own preset.
-SEED_RECIPE = {"arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "d_mask": False, "mask_blur": 0.0, "w_fm": 0.0,
+SEED_RECIPE = {"arch": "unet", "prefill": False, "gate": 0.0, "crop": 0, "d_layers": 2, "d_norm": "batch", "d_mask": False, "mask_blur": 0.0, "w_fm": 0.0,
                "adv_start": 0.0, "adv_ramp": 0.0, "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
                "ema": 0.0, "epochs": 20, "best_metric": "ssim"}
 PRESETS = {
@@ -310,6 +311,12 @@ NOT_RECIPE = ("data_dir", "out_dir", "run_name", "device", "precision", "threads
               "log_every", "preset", "init_from", "branch_from")
 
 
+def flag_words(name: str, value) -> str:
+    """How one config value is written on the command line: --crop 128, --prefill / --no-prefill."""
+    flag = "--" + name.replace("_", "-")
+    return (flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else f"{flag} {value}"
+
+
 def recipe_command(values: dict) -> str:
     """The main.py command line that trains a saved config's recipe: its data, its preset and every recipe value
     that differs from that preset (another architecture's arguments, unused, are left out)."""
@@ -321,8 +328,7 @@ def recipe_command(values: dict) -> str:
     for k, v in values.items():
         if k not in base or k in NOT_RECIPE or k in foreign or v == base[k]:
             continue
-        flag = "--" + k.replace("_", "-")
-        words.append((flag if v else "--no-" + flag[2:]) if isinstance(v, bool) else f"{flag} {v}")
+        words.append(flag_words(k, v))
     return " ".join(words)
 
 
@@ -352,6 +358,28 @@ class Runtime:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of the units that make bf16 autocast fast
+
+
+def cpu_description() -> str:
+    """'Intel(R) Xeon(R) Processor, 2 cores, amx_bf16 avx512_bf16': the CPU's model name and its bf16 units (or
+    'no bf16 units'), for logs and benchmarks; figures from different CPUs do not compare."""
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not name:
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    import platform
+    units = " ".join(f for f in BF16_FLAGS if f in flags) or ("no bf16 units" if flags else "bf16 units unknown")
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} cores, {units}"
+
+
 def _cpu_has_bf16() -> bool:
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
@@ -373,7 +401,7 @@ def choose_runtime(device: str = "auto", precision: str = "auto", channels_last:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("--device mps: MPS is not available on this machine (use --device cpu)")
     if precision == "auto":
-        if dev.type == "cpu":
+        if dev.type == "cpu":  # bf16 autocast runs 1.8-3x fp32 where the units exist, ~500x slower where emulated
             precision = "bf16" if _cpu_has_bf16() else "fp32"
         elif dev.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -384,3 +412,10 @@ def choose_runtime(device: str = "auto", precision: str = "auto", channels_last:
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     scaler = torch.amp.GradScaler(dev.type) if dtype is torch.float16 else None
     return Runtime(dev, dtype, scaler, channels_last)
+
+
+def device_description(device: torch.device) -> str:
+    """The CPU (model and bf16 units) or the GPU's name: which machine a figure or a run came from."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_description() if device.type == "cpu" else device.type

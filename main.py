@@ -25,13 +25,15 @@ from tqdm import tqdm
 
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
                          generator_from_checkpoint, load_checkpoint, model_args, saved_model_args)
-from config import Config, ConfigError, UserError, build_parser, choose_runtime, format_config, resolve_config
+from config import (Config, ConfigError, UserError, build_parser, choose_runtime, device_description, flag_words, format_config,
+                    resolve_config)
 from dataset import DataError, augment, open_splits, random_crops, resolve_data_dir, split_files
 from distributed import Distributed
 from baselines import mean_fill
 from evaluation import evaluate_baseline, evaluate_generator
 from losses import RECONSTRUCTION, Adversarial, adversarial_part, reconstruction_losses
 from masks import dilate, fixed_masks, rng_for, training_masks
+from metrics import METRICS
 from models import count_parameters, from_unit_range, inpaint, parameter_table, to_model_range, to_unit_range
 from plots import masked_view, save_grid, save_training_plot
 
@@ -242,12 +244,6 @@ def trim_csv_log(path: str, images: int):
         write_metrics_csv(kept, path) if kept else os.remove(path)
 
 
-def is_better(metric: str, value: float, best: "float | None") -> bool:
-    if best is None:
-        return True
-    return value < best if metric in ("l1", "lpips") else value > best
-
-
 def make_run_dir(cfg: Config) -> tuple:
     """(run folder, whether this call created it)."""
     name = cfg.run_name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -356,7 +352,8 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
     created = False
     try:
         run_dir, split, created = prepare_run(cfg, dist, run_dir, resume)
-        log(dist, f"run folder: {run_dir}\ndevice {rt.device}, precision {rt.precision}, channels_last "
+        log(dist, f"run folder: {run_dir}\ndevice {rt.device} ({device_description(rt.device)}), precision "
+                  f"{rt.precision}, channels_last "
                   f"{rt.channels_last}, threads {torch.get_num_threads()}, processes {dist.world}\n"
                   f"config:\n{format_config(cfg)}")
         train_src, val_images, val_masks = load_data(cfg, split, dist)
@@ -373,9 +370,11 @@ def initial_weights(cfg: Config) -> dict:
     """The generator weights of cfg.init_from (the moving average when it kept one), in fp32; its network
     must be the one cfg builds."""
     ckpt = load_checkpoint(cfg.init_from)
-    if saved_model_args(ckpt) != model_args(cfg):
-        raise ConfigError(f"--init-from {cfg.init_from}: its generator is {saved_model_args(ckpt)}, "
-                          f"this run builds {model_args(cfg)}; pass the matching --arch and its arguments")
+    saved, built = saved_model_args(ckpt), model_args(cfg)
+    if saved != built:
+        fix = " ".join(flag_words(k, v) for k, v in saved.items() if built.get(k) != v)
+        raise ConfigError(f"--init-from {cfg.init_from}: its generator is {saved}, this run builds {built}; "
+                          f"pass the matching --arch and its arguments ({fix})")
     source, _ = generator_from_checkpoint(ckpt)
     return {k: v.float() for k, v in source.state_dict().items()}
 
@@ -606,7 +605,7 @@ def validate(run: Run, epoch: int, val_images, val_masks, train_means: dict, see
             val["lpips"] = run.lpips(from_unit_range(val["composite"][:k]), to_model_range(val_images[:k]))
     gan = {f"val_{k}": val[k] for k in ("gan_g", "gan_d") if k in val}  # with the discriminator only
     row = {"epoch": epoch + 1, **train_means, **gan,
-           **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr", "lpips") if k in val},
+           **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr", "seam", "lpips") if k in val},
            "train_images_per_s": seen * run.dist.world / seconds, "seconds": seconds}
     gan_text = f"G {row['val_gan_g']:.3f}  D {row['val_gan_d']:.3f}  " if gan else ""
     lpips_text = f"LPIPS {row['val_lpips']:.4f}  " if "val_lpips" in row else ""
@@ -648,7 +647,7 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
         raise TrainingStopped(f"{collapsed} {run.last_path} still holds epoch {epoch} (before the collapse) and "
                               "best.pt the best epoch; start a new run with a lower --lr-g, a --warmup-steps or "
                               "--grad-clip (resuming would repeat the same steps).", 4)
-    improved = is_better(cfg.best_metric, row[f"val_{cfg.best_metric}"], state.best)
+    improved = METRICS[cfg.best_metric].better(row[f"val_{cfg.best_metric}"], state.best)
     if improved:
         state.best = row[f"val_{cfg.best_metric}"]
     run.save(run.last_path, epoch + 1, 0)

@@ -114,6 +114,14 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out
 
 
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """Sum over each pixel's 3x3 neighbourhood (zero outside the image), per channel. A depthwise convolution in
+    channels_last: ~9x faster on the CPU than avg_pool2d's 3x3 average at full resolution."""
+    c = x.shape[1]
+    return F.conv2d(x, x.new_ones(c, 1, 3, 3), padding=1, groups=c)
+
+
+@torch.no_grad()
 def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters: int = 8, fine_iters: int = 2) -> torch.Tensor:
     """A cheap smooth (near-harmonic) fill of the holes, any mask shape; known pixels unchanged.
 
@@ -122,9 +130,11 @@ def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters:
     coarser level where it lacks data, followed by Jacobi sweeps (3x3 averages) over the cells with
     missing data, which smooth the coarse blocks into a membrane across the hole: `iters` sweeps on
     the coarse levels (cheap, they are small), `fine_iters` on the two finest (most of the cost).
-    image: B, C, H, W; mask: B, 1, H, W (1 = hole). Returns B, C, H, W.
+    Exact on flat colours; within 0.3 grey levels on linear ramps under 6-12 px strokes. Computed in fp32 with
+    no gradient (it has no parameters). image: B, C, H, W; mask: B, 1, H, W (1 = hole). Returns B, C, H, W.
     """
-    known = 1 - mask
+    image = image.float().contiguous(memory_format=torch.channels_last)
+    known = 1 - mask.float().contiguous(memory_format=torch.channels_last)
     sums, weights = [image * known], [known]
     for _ in range(levels):  # push: B, C, H/2^l, W/2^l (ceil, so odd sizes lose nothing)
         sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True, count_include_pad=False))
@@ -137,8 +147,9 @@ def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters:
         fill = s + (1 - w) * up  # = w * (known mean) + (1 - w) * upsampled estimate
         free = (w < 1).to(image.dtype)
         fixed = fill * (1 - free)
+        step = free / _box3(torch.ones_like(w))  # the 3x3 average's weights (fewer neighbours at the border)
         for _ in range(fine_iters if level < 2 else iters):
-            fill = fixed + free * F.avg_pool2d(fill, 3, stride=1, padding=1, count_include_pad=False)
+            fill = fixed + step * _box3(fill)
     return fill
 
 
@@ -151,19 +162,52 @@ def check_size(model: nn.Module, image: torch.Tensor):
 
 
 def network_input(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> tuple:
-    """(B, 4, H, W input, the smooth fill or None): the masked image (holes zeroed, or with `prefill` filled
-    by smooth_fill) beside the mask. Hole pixels never reach the network."""
+    """(B, 4, H, W input, base): the masked image (holes zeroed, or with `prefill` filled by smooth_fill) beside
+    the mask; base is None, or with prefill (fill, gate) for network_output. Hole pixels never reach the network."""
     check_size(model, image)
     if model.prefill:
-        fill = smooth_fill(image.float(), mask.float()).to(image.dtype)  # B, 3, H, W; known pixels kept
-        return torch.cat([fill, mask], dim=1), fill
+        fill = smooth_fill(image.float(), mask.float())  # B, 3, H, W; known pixels kept
+        gate = context_gate(fill, mask.float(), model.gate) if model.gate > 0 else None
+        return torch.cat([fill.to(image.dtype), mask], dim=1), (fill, gate)
     return torch.cat([image * (1 - mask), mask], dim=1), None
 
 
-def network_output(out: torch.Tensor, fill: "torch.Tensor | None") -> torch.Tensor:
+def curvature(x: torch.Tensor) -> torch.Tensor:
+    """B, 1, H, W: |Laplacian| of the channel mean after a 3x3 average (which quiets JPEG noise and the
+    rounding steps of a ramp); 0 on flat colours and linear ramps. Edges are replicated."""
+    grey = F.pad(x.float().mean(1, keepdim=True), (2, 2, 2, 2), mode="replicate")
+    smooth = _box3(grey)[..., 1:-1, 1:-1] / 9  # B, 1, H + 2, W + 2
+    return F.conv2d(smooth, LAPLACIAN.to(x.device)).abs()
+
+
+@torch.no_grad()
+def context_gate(fill: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
+    """B, 1, H, W in [0, 1): how much of the network's correction a pixel takes, c / (c + tau), where c is the
+    curvature of the surroundings (the known pixels' curvature, carried into the hole by smooth_fill, 5x5
+    averaged). 0 where the hole is ringed by a flat colour or a ramp, which the fill already copies exactly,
+    so nothing the network adds can tint it; near 1 beside texture and features."""
+    c = F.avg_pool2d(smooth_fill(curvature(fill), mask), 5, 1, 2, count_include_pad=False)
+    return c / (c + tau)
+
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+
+
+def zero_init(layer: nn.Conv2d):
+    """A prefill network's last convolution starts at zero, so an untrained generator returns the fill itself
+    (exact on flat colours and ramps) and training learns only the correction."""
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
+def network_output(out: torch.Tensor, base: "tuple | None") -> torch.Tensor:
     """The generator's RGB: the network's output (after tanh), or with a prefill that fill plus the
-    network's correction, clipped to [-1, 1]."""
-    return out if fill is None else (fill + out.float()).clamp(-1, 1).to(out.dtype)
+    network's correction (scaled by the context gate when there is one), clipped to [-1, 1]."""
+    if base is None:
+        return out
+    fill, gate = base
+    correction = out.float() if gate is None else out.float() * gate
+    return (fill + correction).clamp(-1, 1).to(out.dtype)
 
 
 class UNet(nn.Module):
@@ -178,8 +222,9 @@ class UNet(nn.Module):
     size_multiple = 8  # it pools three times
     skips = [("enc3", "dec3"), ("enc2", "dec2"), ("enc1", "dec1")]  # (block, block whose input it joins): the diagram's
 
-    def __init__(self, nf: int = 64, attention: bool = True, prefill: bool = False):
+    def __init__(self, nf: int = 64, attention: bool = True, prefill: bool = False, gate: float = 0.0):
         super().__init__()
+        self.gate = gate
         self.prefill = prefill
         self.enc1 = conv_block(4, nf)
         self.enc2 = conv_block(nf, 2 * nf)
@@ -192,6 +237,8 @@ class UNet(nn.Module):
             nn.Conv2d(3 * nf, nf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(nf, 3, 3, padding=1), nn.Identity() if prefill else nn.Tanh(),
         )
+        if prefill:
+            zero_init(self.dec1[2])
 
     @staticmethod
     def up(x: torch.Tensor) -> torch.Tensor:
@@ -263,8 +310,10 @@ class DilatedUNet(nn.Module):
     size_multiple = 8
     skips = [("down2", "dec2"), ("stem", "dec1"), ("input", "head")]
 
-    def __init__(self, width: int = 32, blocks: int = 8, attention: bool = True, prefill: bool = False):
+    def __init__(self, width: int = 32, blocks: int = 8, attention: bool = True, prefill: bool = False,
+                 gate: float = 0.0):
         super().__init__()
+        self.gate = gate
         c1, c2, c3 = width, 2 * width, 4 * width
         self.prefill = prefill
         self.stem = nn.Sequential(nn.PixelUnshuffle(2), conv(16, c1), act(), conv(c1, c1), act())
@@ -278,6 +327,8 @@ class DilatedUNet(nn.Module):
         self.up2 = upsample(c2, c1)
         self.dec1 = nn.Sequential(conv(2 * c1, c1), act(), conv(c1, c1), act())
         self.head = nn.Sequential(conv(c1 + 16, 12), nn.PixelShuffle(2), nn.Identity() if prefill else nn.Tanh())
+        if prefill:
+            zero_init(self.head[0])
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x, fill = network_input(self, image, mask)       # B, 4, H, W
@@ -297,6 +348,7 @@ class UNetArgs:
     nf: int = 64  # base channels (seed: 64; 1x, 2x, 4x at full, 1/2, 1/4 resolution)
     attention: bool = True  # self-attention at 1/8 resolution
     prefill: bool = False  # predict a correction to smooth_fill instead of colours from scratch
+    gate: float = 0.0  # with prefill: the correction scaled by context_gate(tau=gate), 0 = not scaled
 
 
 @dataclass
@@ -305,6 +357,7 @@ class DilatedArgs:
     blocks: int = 8  # dilated residual blocks at 1/8 resolution
     attention: bool = True  # self-attention at 1/8 resolution, after the blocks
     prefill: bool = False  # predict a correction to smooth_fill instead of colours from scratch
+    gate: float = 0.0  # with prefill: the correction scaled by context_gate(tau=gate), 0 = not scaled
 
 
 ARCHITECTURES = {"unet": (UNetArgs, UNet), "dilated": (DilatedArgs, DilatedUNet)}
@@ -323,12 +376,18 @@ def describe(model_args: dict) -> str:
 def build_from_args(model_args: dict) -> nn.Module:
     """The generator a checkpoint's model_args describe: {"arch": name, **that architecture's arguments};
     model_args saved before the registry existed have no "arch" and are the U-Net's."""
+    args = complete_args(model_args)
+    return ARCHITECTURES[args.pop("arch")][1](**args)
+
+
+def complete_args(model_args: dict) -> dict:
+    """{"arch": name, **every argument}: arguments a checkpoint predates take their default, which is what
+    the network it saved had (a new argument's default always leaves the network as it was)."""
     args = dict(model_args)
     arch = args.pop("arch", "unet")
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; this version knows {', '.join(ARCHITECTURES)}")
-    args_cls, cls = ARCHITECTURES[arch]
-    return cls(**dataclasses.asdict(args_cls(**args)))
+    return {"arch": arch, **dataclasses.asdict(ARCHITECTURES[arch][0](**args))}
 
 
 class Discriminator(nn.Module):

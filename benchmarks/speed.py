@@ -1,24 +1,26 @@
 """What this CPU (or GPU) can do, and how close each generator and training input gets, side by side.
 
-    python benchmarks/speed.py --data-dir ../shared/data_celeb            # ~6 min on 2 cores
-    python benchmarks/speed.py --data-dir ../shared/data_celeb --precision fp32   # fp32 on a CPU with bf16 units
+    python benchmarks/speed.py --data-dir ../shared/data_celeb            # fp32 and (where fast) bf16
+    python benchmarks/speed.py --data-dir ../shared/data_celeb --precision fp32   # fp32 only
+    python benchmarks/speed.py --variants "today:--no-prefill" "default:" --against today
     python benchmarks/speed.py --variants "unet:--arch unet --crop 0" "wide:--width 48 --blocks 4"
     python benchmarks/speed.py --scale --data-dir ../shared/celeba --steps 10   # start-up + step rate at 17k faces
 
-Everything is measured in this one run on this machine, in the precision the run uses (fp32 on a CPU
-without bf16 units): the peak of that precision for matmuls and for 3x3 convolutions (forward, and forward +
-backward as in training, over a grid of channel counts and resolutions, best shape reported), FLOPs per
-image (torch's flop counter), and for every variant (an architecture and a training crop, the rest of the
-default recipe unchanged: same holes, same losses) the training step's images/s on the images it trains on,
-the same with data (decode or cache, augmentation, holes, crop), and inference at batch 1 on whole 200 and
-256 px images. Variants are timed in interleaved rounds, so whatever else loads the machine slows all of
-them alike; each rate is the total over the rounds. Ratios are against `before` (today's U-Net, nf 32, on
-whole images). Prints a table and writes it to JSON (--json).
+Everything is measured in this one run on this machine (its CPU model and bf16 units are printed), in each
+precision asked for: by default fp32 and, where the CPU has bf16 units (AMX or AVX-512 BF16; elsewhere bf16 is
+emulated and ~500x slower) or on a GPU, the precision `--precision auto` picks there, side by side. Per
+precision: the peak for matmuls and for 3x3 convolutions (forward, and forward + backward as in training, over a
+grid of channel counts and resolutions, best shape reported); FLOPs per image (torch's flop counter); and for
+every variant (an architecture and a training crop, the rest of the default recipe unchanged: same holes, same
+losses) the training step's images/s on the images it trains on, the same with data (decode or cache,
+augmentation, holes, crop), and inference at batch 1 on whole 200 and 256 px images. Variants and precisions
+are timed in interleaved rounds, so whatever else loads the machine slows all of them alike; each rate is the
+total over the rounds. Ratios are against --against (default `before`, the U-Net, nf 32, on whole images) in
+the same precision, and bf16 against fp32 for each variant. Prints a table and writes it to JSON (--json).
 """
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -31,7 +33,8 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from checkpoints import build_discriminator, build_generator, model_args  # noqa: E402
-from config import DATA_ENV, Config, Runtime, build_parser, choose_runtime, resolve_config  # noqa: E402
+from config import (DATA_ENV, Config, Runtime, build_parser, choose_runtime, device_description,  # noqa: E402
+                    resolve_config)
 from dataset import ImageFiles, ImageSource, epoch_order, image_root, open_splits, split_files  # noqa: E402
 from main import train_step, training_input  # noqa: E402
 from masks import draw_mask, rng_for  # noqa: E402
@@ -261,52 +264,73 @@ def variant_config(flags: str, device: str) -> Config:
     return resolve_config(args)
 
 
-def report(rows: list, peaks: dict, machine: str, onnx: "dict | None") -> str:
-    """Markdown: one row per variant, then the ratios against `before` and the peaks."""
-    conv_f, conv_t = peaks["conv"]["forward"]["gflop_s"], peaks["conv"]["train"]["gflop_s"]
-    lines = [f"{machine}", "",
-             "| variant | generator | train input | train step img/s | train + data img/s | train GFLOP/s (% of conv fwd+bwd peak) "
-             "| inference img/s 200 / 256 px | inference GFLOP/s 200 px (% of conv fwd peak) | GFLOP/image 200 / 256 px |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def ratio_lines(rows: list, against: str) -> list:
+    """Each variant against `against` in the same precision, and each variant's bf16 (or fp16) against its fp32."""
+    lines = []
+    ratio = lambda r, b: (f"training {r['train_step_img_s'] / b['train_step_img_s']:.2f}x (with data "
+                          f"{r['train_data_img_s'] / b['train_data_img_s']:.2f}x), inference "
+                          f"{r['infer_200_img_s'] / b['infer_200_img_s']:.2f}x at 200 px, "
+                          f"{r['infer_256_img_s'] / b['infer_256_img_s']:.2f}x at 256 px")
     for r in rows:
-        lines.append(f"| {r['name']} | {r['generator']} | {r['input']} | {r['train_step_img_s']:.2f} | {r['train_data_img_s']:.2f} "
+        base = next((b for b in rows if b["name"] == against and b["precision"] == r["precision"]), None)
+        if base is not None and r is not base:
+            lines.append(f"- {r['name']} / {against} ({r['precision']}): {ratio(r, base)}")
+    for r in rows:
+        fp32 = next((b for b in rows if b["name"] == r["name"] and b["precision"] == "fp32"), None)
+        if fp32 is not None and r is not fp32:
+            lines.append(f"- {r['name']}: {r['precision']} / fp32: {ratio(r, fp32)}")
+    return lines
+
+
+def report(rows: list, peaks: dict, machine: str, onnx: "dict | None", against: str = "before") -> str:
+    """Markdown: one row per variant and precision, then the ratios (against `against`, bf16 against fp32) and
+    the peaks of each precision."""
+    lines = [f"{machine}", "",
+             "| variant | precision | generator | train input | train step img/s | train + data img/s | train GFLOP/s (% of conv fwd+bwd peak) "
+             "| inference img/s 200 / 256 px | inference GFLOP/s 200 px (% of conv fwd peak) | GFLOP/image 200 / 256 px |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['precision']} | {r['generator']} | {r['input']} | {r['train_step_img_s']:.2f} | {r['train_data_img_s']:.2f} "
                      f"| {r['train_gflop_s']:.0f} ({r['train_pct_conv_peak']:.0f}%) | {r['infer_200_img_s']:.2f} / "
                      f"{r['infer_256_img_s']:.2f} | {r['infer_200_gflop_s']:.0f} ({r['infer_200_pct_conv_peak']:.0f}%) "
                      f"| {r['inference_200_gflop']:.1f} / {r['inference_256_gflop']:.1f} |")
-    base = next((r for r in rows if r["name"] == "before"), None)
-    if base is not None:
-        lines.append("")
-        for r in rows:
-            if r is not base:
-                lines.append(f"- {r['name']} / before: training {r['train_step_img_s'] / base['train_step_img_s']:.2f}x "
-                             f"(with data {r['train_data_img_s'] / base['train_data_img_s']:.2f}x), inference "
-                             f"{r['infer_200_img_s'] / base['infer_200_img_s']:.2f}x at 200 px, "
-                             f"{r['infer_256_img_s'] / base['infer_256_img_s']:.2f}x at 256 px")
-    lines += ["", f"Peaks in this run ({peaks['precision']}): matmul {peaks['matmul']:.0f} GFLOP/s; 3x3 convolution "
-              f"forward {conv_f:.0f} GFLOP/s ({peaks['conv']['forward']['shape']}), forward + backward {conv_t:.0f} "
-              f"GFLOP/s ({peaks['conv']['train']['shape']}), batch 20."]
+    lines += [""] + ratio_lines(rows, against) + [""]
+    for precision, p in peaks.items():
+        lines.append(f"Peaks in this run ({precision}): matmul {p['matmul']:.0f} GFLOP/s; 3x3 convolution forward "
+                     f"{p['conv']['forward']['gflop_s']:.0f} GFLOP/s ({p['conv']['forward']['shape']}), forward + "
+                     f"backward {p['conv']['train']['gflop_s']:.0f} GFLOP/s ({p['conv']['train']['shape']}), batch 20.")
     if onnx:
         lines.append(f"ONNX, fp32 on CPU, default generator, 200 px, batch 1: onnxruntime {onnx['onnxruntime_fp32_img_s']:.2f} "
                      f"img/s, PyTorch fp32 NCHW {onnx['torch_fp32_nchw_img_s']:.2f} img/s.")
     return "\n".join(lines)
 
 
-def measure_variants(variants: list, rt: Runtime, source: ImageSource, rounds: int, steps: int, infer_reps: int) -> list:
-    """Interleaved rounds of every variant; one result row each."""
-    built = [Variant(name, cfg, rt, source) for name, cfg in variants]
+def measure_variants(variants: list, source: ImageSource, rounds: int, steps: int, infer_reps: int) -> list:
+    """Interleaved rounds of every (variant, precision); one result row each."""
+    built = [Variant(name, cfg, choose_runtime(cfg.device, cfg.precision, cfg.channels_last), source)
+             for name, cfg in variants]
     for r in range(rounds):
         for v in built:
             v.round(steps, infer_reps)
-        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{v.name} {v.rates()['step']:.2f}" for v in built) + " train img/s",
-              flush=True)
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{v.name} {v.rt.precision} {v.rates()['step']:.2f}" for v in built)
+              + " train img/s", flush=True)
     return built
 
 
+def precisions(flag: str, device: str) -> list:
+    """The precisions to compare: the flag's comma-separated list, or for 'both' fp32 and the one `auto` picks
+    here when that is not fp32 (bf16 on a CPU with bf16 units; nothing more where bf16 would be emulated)."""
+    if flag != "both":
+        return [p.strip() for p in flag.split(",") if p.strip()]
+    picked = choose_runtime(device, "auto").precision
+    return ["fp32"] + ([picked] if picked != "fp32" else [])
+
+
 def result_row(v: Variant, flops: dict, peaks: dict) -> dict:
-    rates = v.rates()
+    rates, peaks = v.rates(), peaks[v.rt.precision]
     train_gflop_s = rates["step"] * flops["train_step_gflop"]
     infer_gflop_s = rates["infer_200"] * flops["inference_200_gflop"]
-    return {"name": v.name, "generator": describe(model_args(v.cfg)),
+    return {"name": v.name, "precision": v.rt.precision, "generator": describe(model_args(v.cfg)),
             "input": f"{v.cfg.crop} px crops" if v.cfg.crop else f"whole {v.cfg.image_size} px",
             "train_step_img_s": rates["step"], "train_data_img_s": rates["data"],
             **{f"infer_{s}_img_s": rates[f"infer_{s}"] for s in INFER_SIZES}, **flops,
@@ -325,8 +349,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=2, help="training steps per variant per round (and as many with data)")
     p.add_argument("--infer-reps", type=int, default=5, help="batch-1 inferences per size per variant per round")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="the precision every variant trains and infers in (auto: what main.py picks here)")
+    p.add_argument("--precision", default="both", metavar="LIST",
+                   help="comma-separated precisions every variant trains and infers in, side by side (fp32, bf16, "
+                   "fp16, auto: what main.py picks here); both (default): fp32 and, where it differs, auto's pick")
+    p.add_argument("--against", default="before", help="the variant the others are compared with")
     p.add_argument("--json", default=os.path.join(ROOT, "out", "benchmark_speed.json"))
     p.add_argument("--scale", action="store_true",
                    help="only measure the default recipe's start-up and first-epoch step rate on --data-dir "
@@ -340,24 +366,30 @@ def main(argv=None):
               f"{100 * r['fraction_of_step_rate']:.0f}%")
         return
     specs = [tuple(v.split(":", 1)) if ":" in v else (v, "") for v in args.variants] if args.variants else VARIANTS
-    variants = [(name, variant_config(f"{flags} --precision {args.precision}", args.device)) for name, flags in specs]
-    rt = choose_runtime(args.device, variants[0][1].precision, variants[0][1].channels_last)
-    machine = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads, device {rt.device}, precision {rt.precision}")
+    variants = [(name, variant_config(f"{flags} --precision {precision}", args.device))
+                for name, flags in specs for precision in precisions(args.precision, args.device)]
+    rt = choose_runtime(args.device, "fp32")
+    machine = (f"machine: {device_description(rt.device)}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+               f"device {rt.device}; `--precision auto` picks {choose_runtime(args.device, 'auto').precision} here")
     print(machine, flush=True)
-    peaks = {"precision": rt.precision, "matmul": matmul_peak(rt.amp_dtype or torch.float32), "conv": conv_peak(rt)}
-    print(f"peaks: matmul {peaks['matmul']:.0f}, conv forward {peaks['conv']['forward']['gflop_s']:.0f}, "
-          f"conv forward+backward {peaks['conv']['train']['gflop_s']:.0f} GFLOP/s", flush=True)
+    peaks = {}
+    for _, cfg in variants:
+        vrt = choose_runtime(cfg.device, cfg.precision, cfg.channels_last)
+        if vrt.precision not in peaks:
+            peaks[vrt.precision] = {"matmul": matmul_peak(vrt.amp_dtype or torch.float32), "conv": conv_peak(vrt)}
+            print(f"peaks ({vrt.precision}): matmul {peaks[vrt.precision]['matmul']:.0f}, conv forward "
+                  f"{peaks[vrt.precision]['conv']['forward']['gflop_s']:.0f}, conv forward+backward "
+                  f"{peaks[vrt.precision]['conv']['train']['gflop_s']:.0f} GFLOP/s", flush=True)
     data_dir = args.data_dir or synthetic_folder(120)
     split = split_files(data_dir, 0.1, 0.1)
     source = ImageSource(ImageFiles(image_root(data_dir), split["train"][:200], variants[0][1].image_size), 2048)
     batch = next(source.batches(torch.arange(len(source)), 2, True))
     flops = {name: flops_per_image(cfg, batch) for name, cfg in variants}
-    built = measure_variants(variants, rt, source, args.rounds, args.steps, args.infer_reps)
+    built = measure_variants(variants, source, args.rounds, args.steps, args.infer_reps)
     rows = [result_row(v, flops[v.name], peaks) for v in built]
     default = next((cfg for name, cfg in variants if name == "default"), variants[0][1])
     onnx = onnx_inference(default, 10 * args.infer_reps)
-    text = report(rows, peaks, machine, onnx)
+    text = report(rows, peaks, machine, onnx, args.against)
     print("\n" + text)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as fh:

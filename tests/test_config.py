@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -132,3 +133,24 @@ def test_recipe_command_trains_the_same_recipe(preset, changes):
     assert {k: v for k, v in again.items() if k not in NOT_RECIPE} == \
         {k: v for k, v in saved.items() if k not in NOT_RECIPE}
     assert again["data_dir"] == "faces"
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_units(monkeypatch, units):
+    """bf16 autocast is 1.8-3x fp32 where AMX or AVX-512 BF16 exist and ~500x slower where it is emulated: the
+    rule `auto` follows on the CPU, and the precisions benchmarks/speed.py compares by default."""
+    import sys
+    import config
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import speed
+    monkeypatch.setattr(config, "_cpu_has_bf16", lambda: units)
+    assert config.choose_runtime("cpu", "auto").precision == ("bf16" if units else "fp32")
+    assert speed.precisions("both", "cpu") == (["fp32", "bf16"] if units else ["fp32"])
+    assert speed.precisions("fp32", "cpu") == ["fp32"]
+
+
+def test_the_cpu_description_names_the_model_and_its_bf16_units():
+    import config
+    text = config.cpu_description()
+    assert f"{os.cpu_count()} cores" in text
+    assert any(u in text for u in config.BF16_FLAGS) == config._cpu_has_bf16() or "unknown" in text

@@ -189,15 +189,18 @@ def test_onnx_matches_pytorch_on_sizes_divisible_by_8(onnx_model, checkpoint, b,
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_onnx_export_matches_pytorch_for_every_architecture(arch, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"prefill": True, "gate": 0.01}], ids=["plain", "prefill-gate"])
+def test_onnx_export_matches_pytorch_for_every_architecture(arch, extra, tmp_path):
     pytest.importorskip("onnxruntime", reason="pip install -r requirements-onnx.txt")
     import onnxruntime as ort
     from export import export_onnx
     from models import inpaint
     torch.manual_seed(0)
-    g = small_generator(arch).eval()
+    g = small_generator(arch, **extra).eval()
     with torch.no_grad():
         g.attention.gamma.fill_(0.5)  # attention starts as the identity: make the export carry it
+        for p in g.parameters():  # a prefill network's last layer starts at zero: make the export carry it too
+            p.add_(torch.randn_like(p) * 0.01)
     path = export_onnx(g, str(tmp_path / "g.onnx"), 32)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     for b, h, w in [(1, 32, 32), (2, 48, 64)]:

@@ -108,3 +108,65 @@ def test_block_output_shapes_follow_the_networks():
     assert shapes["enc1"] == (8, 32, 32) and shapes["attention"] == (32, 4, 4) and shapes["dec1"] == (3, 32, 32)
     shapes = block_output_shapes(DilatedUNet(width=8, blocks=2), 32)
     assert shapes["stem"] == (8, 16, 16) and shapes["middle"] == (32, 4, 4) and shapes["head"] == (3, 32, 32)
+
+
+def reference_smooth_fill(image, mask, levels=5, iters=8, fine_iters=2):
+    """smooth_fill as first written, with avg_pool2d's 3x3 average (the model now uses a faster convolution)."""
+    known = 1 - mask
+    sums, weights = [image * known], [known]
+    for _ in range(levels):
+        sums.append(torch.nn.functional.avg_pool2d(sums[-1], 2, ceil_mode=True, count_include_pad=False))
+        weights.append(torch.nn.functional.avg_pool2d(weights[-1], 2, ceil_mode=True, count_include_pad=False))
+    fill = sums[-1] / weights[-1].clamp_min(1e-6)
+    fill = torch.where(weights[-1] > 0, fill, fill.mean(dim=(2, 3), keepdim=True))
+    for level in range(levels - 1, -1, -1):
+        s, w = sums[level], weights[level]
+        fill = s + (1 - w) * torch.nn.functional.interpolate(fill, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        free = (w < 1).float()
+        fixed = fill * (1 - free)
+        for _ in range(fine_iters if level < 2 else iters):
+            fill = fixed + free * torch.nn.functional.avg_pool2d(fill, 3, stride=1, padding=1, count_include_pad=False)
+    return fill
+
+
+@pytest.mark.parametrize("size", [(48, 40), (37, 53)])
+def test_smooth_fill_is_the_push_pull_fill_as_first_written(size):
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, *size) * 2 - 1
+    m = (torch.rand(2, 1, *size) < 0.3).float()
+    assert torch.allclose(smooth_fill(x, m), reference_smooth_fill(x, m), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_an_untrained_prefill_generator_returns_the_fill_exactly(arch):
+    """The residual starts at zero: flat colours and ramps come back as the fill has them (within 0.3 grey levels)."""
+    g = small(arch, prefill=True).eval()
+    ramp = torch.linspace(-0.8, 0.6, 48).view(1, 1, 1, 48).expand(1, 3, 48, 48).contiguous()
+    m = torch.zeros(1, 1, 48, 48)
+    m[..., 20:26] = 1  # a 6-px vertical stroke
+    with torch.no_grad():
+        out = g(ramp, m)
+    assert torch.equal(out, smooth_fill(ramp, m).clamp(-1, 1))
+    assert ((out - ramp) * m).abs().max() * 127.5 < 0.3
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_a_gated_generator_keeps_the_exact_fill_over_flat_colours_and_ramps_even_trained(arch):
+    """With --gate the correction is scaled by the surroundings' curvature: a network whose last layer is far
+    from zero (as a trained one's is) still returns the fill (within a quarter grey level) over a flat colour
+    and a linear ramp, yet changes a textured hole; without the gate the same weights tint both."""
+    torch.manual_seed(0)
+    gated, plain = (small(arch, prefill=True, gate=gate).eval() for gate in (0.01, 0.0))
+    for p in gated.parameters():
+        torch.nn.init.normal_(p, 0, 0.1)
+    plain.load_state_dict(gated.state_dict())
+    m = torch.zeros(1, 1, 48, 48)
+    m[..., 10:40, 20:26] = 1  # a 6-px stroke
+    flat = torch.tensor([0.4, -0.2, 0.7]).view(1, 3, 1, 1).expand(1, 3, 48, 48).contiguous()
+    ramp = torch.linspace(-0.8, 0.6, 48).view(1, 1, 1, 48).expand(1, 3, 48, 48).contiguous()
+    texture = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        change = lambda g, image: ((g(image, m) - smooth_fill(image, m)) * m).abs().max() * 127.5  # grey levels
+        for image in (flat, ramp):
+            assert change(gated, image) < 0.25 and change(plain, image) > 2
+        assert change(gated, texture) > 2

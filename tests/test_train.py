@@ -38,17 +38,17 @@ def test_checkpoint_rebuilds_the_generator_from_its_own_config(tiny_run):
 def test_runs_saved_before_the_architecture_switch_load_as_u_nets(tiny_run):
     from checkpoints import saved_config, saved_model_args
     old = load_checkpoint(os.path.join(tiny_run[0], "last.pt"))  # as an old run: no arch, crop, model_args
-    old["config"] = {k: v for k, v in old["config"].items() if k not in ("arch", "crop", "width", "blocks")}
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("arch", "crop", "width", "blocks", "prefill")}
     old["config"]["nf"] = 8
     old.pop("model_args")
-    assert saved_model_args(old) == {"arch": "unet", "nf": 8, "attention": True, "prefill": False}
+    assert saved_model_args(old) == {"arch": "unet", "nf": 8, "attention": True, "prefill": False, "gate": 0.0}
     assert (saved_config(old).arch, saved_config(old).crop) == ("unet", 0)
 
 
 def test_generator_loads_from_model_args_even_after_a_config_field_is_renamed(tiny_run):
     from checkpoints import SHIPPED_WEIGHTS
     ckpt = load_checkpoint(os.path.join(tiny_run[0], "best.pt"))
-    assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": False}
+    assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": True, "gate": 0.0}
     ckpt["config"] = {**{k: v for k, v in ckpt["config"].items() if k not in ("width", "arch")}, "renamed_field": 1}
     g, _ = generator_from_checkpoint(ckpt)  # width comes from model_args; the unknown field is dropped
     assert g.stem[1].out_channels == 8
