@@ -4,21 +4,28 @@
     python app.py                       # prints the local URL; listens on 127.0.0.1 only
     python app.py --checkpoint out/RUN/best.pt --port 7860
 
-The model list holds the shipped weights and every run under out/ (--runs DIR); each model is loaded once,
-on first use. The page refuses photos over --max-pixels as soon as they are uploaded. Gradio's analytics
+The model list holds the shipped weights and every run under out/ (--runs DIR); each model is loaded once, at
+start (one that cannot be is listed with the reason). Uploads are checked from their header before gradio decodes
+them: photos over --max-pixels and files that are not images are refused at once. Gradio's analytics
 are switched off; --host 0.0.0.0 or --share open the page to others and say so.
 """
 import argparse
+import io
 import os
 import sys
+import warnings
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import numpy as np  # noqa: E402
 
+from PIL import Image  # noqa: E402
+
 from checkpoints import SHIPPED_WEIGHTS  # noqa: E402
 from config import UserError  # noqa: E402
-from inpaint import DEFAULT_MAX_PIXELS, InpaintError, Inpainter, box_mask, check_mask  # noqa: E402
+from dataset import IMAGE_ERRORS  # noqa: E402
+from inpaint import (DEFAULT_MAX_PIXELS, InpaintError, Inpainter, box_mask, check_mask, check_max_pixels,  # noqa: E402
+                     megapixels)
 
 BRUSH_SIZES = (2, 60, 12)  # px: min, max, default; thin enough to paint over one eye without the other
 LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -43,17 +50,40 @@ def model_choices(checkpoint: "str | None", runs_dir: str) -> dict:
 
 
 class Models:
-    """Loads each chosen model once and keeps it."""
+    """Loads each chosen model once and keeps it; one that cannot be loaded keeps its reason instead."""
 
     def __init__(self, choices: dict, device: str):
-        self.choices, self.device, self.loaded = choices, device, {}
+        self.choices, self.device, self.loaded, self.problems = choices, device, {}, {}
 
     def __call__(self, label: str) -> Inpainter:
         if label not in self.choices:
             raise InpaintError(f"unknown model {label!r}: reload the page")
+        if label in self.problems:
+            raise InpaintError(self.problems[label])
         if label not in self.loaded:
-            self.loaded[label] = Inpainter(self.choices[label], device=self.device)
+            try:
+                self.loaded[label] = Inpainter(self.choices[label], device=self.device)
+            except UserError as e:
+                self.problems[label] = str(e)
+                raise
         return self.loaded[label]
+
+    def load_all(self) -> list:
+        """Load every listed model now, so the list can say which cannot be used and why; the usable labels."""
+        for label in self.choices:
+            try:
+                self(label)
+            except UserError:
+                pass
+        usable = [label for label in self.choices if label not in self.problems]
+        if not usable:
+            raise InpaintError("no usable model:\n" + "\n".join(f"  {p}" for p in self.problems.values()))
+        return usable
+
+    def dropdown_choices(self) -> list:
+        """(shown name, label) pairs: a model that cannot be used is listed with its reason."""
+        return [(f"{label}: cannot be used ({self.problems[label]})" if label in self.problems else label, label)
+                for label in self.choices]
 
 
 def photo_shape(value) -> "tuple | None":
@@ -67,16 +97,57 @@ def photo_size_problem(value, max_pixels: int) -> str:
     shape = photo_shape(value)
     if shape is None:
         return ""
-    h, w = shape
-    if h * w <= max_pixels:
+    return size_problem(shape[1], shape[0], max_pixels)
+
+
+def size_problem(w: int, h: int, max_pixels: int) -> str:
+    if w * h <= max_pixels:
         return ""
     side = int((max_pixels / (h * w)) ** 0.5 * max(h, w))
     return (f"This photo is {w}x{h} = {megapixels(w * h)}, over this page's {megapixels(max_pixels)} budget: "
             f"downscale it (longest side at most {side} px) and upload it again.")
 
 
-def megapixels(n: int) -> str:
-    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n:,} pixels"
+def upload_problem(file, max_pixels: int) -> str:
+    """'' when an uploaded file (a path or its bytes) is an image within the pixel budget, else what is wrong
+    with it. The size comes from the header, before anything is decoded, so a small file that would
+    decode to hundreds of megapixels costs no memory; then the image is decoded once to find truncation."""
+    source = io.BytesIO(file) if isinstance(file, (bytes, bytearray)) else file
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                if size_problem(*im.size, max_pixels):
+                    return size_problem(*im.size, max_pixels)
+                im.load()
+    except Image.DecompressionBombError as e:
+        return f"This photo is far too large to open ({e}): downscale it and upload it again."
+    except IMAGE_ERRORS as e:
+        return f"This file is not an image this page can read ({type(e).__name__}: {e}): upload a JPEG, PNG or WebP photo."
+    return ""
+
+
+def checked_editor(max_pixels: int, **kwargs):
+    """The page's photo editor: a gradio ImageMask whose uploads are checked by upload_problem before gradio
+    decodes them; a bad one becomes a message on the page and one line in the server log, no traceback."""
+    import gradio as gr
+    editor = gr.ImageMask(**kwargs)
+    # wrapped on the instance: a subclass of a gradio component would make gradio write an app.pyi stub here
+    decode = editor.preprocess
+
+    def preprocess(payload):
+        background = getattr(payload, "background", None)
+        if payload is not None and payload.id is not None:  # sent in pieces: the assembled blobs
+            cached = editor.blob_storage.get(payload.id)
+            background = cached.background if cached else None
+        problem = "" if background is None else upload_problem(getattr(background, "path", background), max_pixels)
+        if problem:
+            print(f"upload refused: {problem}", file=sys.stderr, flush=True)
+            raise gr.Error(problem, print_exception=False)
+        return decode(payload)
+
+    editor.preprocess = preprocess
+    return editor
 
 
 def editor_inputs(value, box: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple:
@@ -130,19 +201,19 @@ def brush(size: int):
 
 def build_demo(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS):
     import gradio as gr
-    labels = list(models.choices)
+    labels = [label for label in models.choices if label not in models.problems]
     with gr.Blocks(title="Face inpainting") as demo:
         gr.Markdown("## Face inpainting\nUpload a photo, paint over what should go (or type a box), press "
                     "**Inpaint**. Drag the slider on the result to compare before and after.")
         with gr.Row():
-            model = gr.Dropdown(labels, value=labels[0], label="model", elem_id="model")
+            model = gr.Dropdown(models.dropdown_choices(), value=labels[0], label="model", elem_id="model")
             size = gr.Slider(*BRUSH_SIZES[:2], value=BRUSH_SIZES[2], step=1, label="brush size (px)", elem_id="brush")
             box = gr.Textbox(label="box x,y,w,h (optional, photo pixels)", placeholder="e.g. 60,120,80,30",
                              elem_id="box")
         # PNG, not the default webp: a lossy round trip would blur the painted mask's edges
-        editor = gr.ImageMask(label="photo: paint the hole", type="numpy", image_mode="RGB", format="png",
-                              sources=["upload", "clipboard"], layers=False, elem_id="editor",
-                              brush=brush(BRUSH_SIZES[2]))
+        editor = checked_editor(max_pixels, label="photo: paint the hole", type="numpy", image_mode="RGB",
+                                format="png", sources=["upload", "clipboard"], layers=False, elem_id="editor",
+                                brush=brush(BRUSH_SIZES[2]))
         button = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
         status = gr.Markdown("", elem_id="status")
         with gr.Row():
@@ -184,8 +255,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         models = Models(model_choices(args.checkpoint, args.runs), args.device)
-        first = next(iter(models.choices))
-        models(first)  # load the first model now: a broken checkpoint fails here, not on the first click
+        check_max_pixels(args.max_pixels)
+        usable = models.load_all()  # now: a broken checkpoint is listed with its reason, not found on a click
+        given = f"{args.checkpoint} (given)"
+        if given in models.problems:
+            raise InpaintError(models.problems[given])
+        first = usable[0]
+        for label, problem in models.problems.items():
+            print(f"warning: model {label} cannot be used: {problem}", file=sys.stderr, flush=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

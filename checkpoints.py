@@ -46,18 +46,60 @@ def atomic_save(obj, path: str):
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load with weights_only=True: tensors and plain data only, so no code in the file can run."""
+    """Load with weights_only=True: tensors and plain data only, so no code in the file can run. Anything that
+    is not a readable checkpoint of this project ends in a CheckpointError naming the file and what is wrong."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} not found")
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not head:
+        raise CheckpointError(f"cannot read checkpoint {path!r}: the file is empty (0 bytes), so it was never "
+                              "written completely; use another checkpoint or train again")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a legacy pickle
+        raise CheckpointError(f"cannot read checkpoint {path!r}: it is not a PyTorch checkpoint (it starts with "
+                              f"{head[:16]!r}, where torch.save writes a zip archive); pass a last.pt / best.pt "
+                              "or weights/generator.pt")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler" in ln), str(e).splitlines()[0])
         raise CheckpointError(f"refusing to load {path!r}: it holds objects other than tensors and plain "
                               f"data, which could run code when unpickled; nothing in it was run. "
                               f"({reason})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path!r}: {e}") from None
+    except Exception as e:  # a damaged archive raises anything from EOFError to KeyError
+        raise CheckpointError(f"cannot read checkpoint {path!r}: it is damaged or truncated "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'the file ends early'})") from None
+    check_contents(ckpt, path)
+    return ckpt
+
+
+def check_contents(ckpt, path: str):
+    """A checkpoint is a dict with the generator's weights and the config (or model_args) that built it."""
+    problem = ""
+    if not isinstance(ckpt, dict):
+        problem = f"it holds a {type(ckpt).__name__}, not a checkpoint (a dict with 'generator' and 'config')"
+    elif not isinstance(ckpt.get("generator"), dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["generator"].values()):
+        problem = "it has no 'generator' weights (a dict of tensors)"
+    elif not isinstance(ckpt.get("config"), dict) and not isinstance(ckpt.get("model_args"), dict):
+        problem = "it has neither the 'config' nor the 'model_args' that say which network the weights belong to"
+    if problem:
+        raise CheckpointError(f"checkpoint {path!r} is not one this project wrote: {problem}; pass a run's "
+                              "last.pt / best.pt or weights/generator.pt")
+
+
+def load_generator(path: str, map_location="cpu") -> tuple:
+    """(generator, config, checkpoint) of the checkpoint at path; a generator this version cannot build from it
+    (an unknown architecture, arguments or weights that do not fit it) is a CheckpointError naming the file."""
+    ckpt = load_checkpoint(path, map_location)
+    try:
+        g, cfg = generator_from_checkpoint(ckpt)
+    except UserError as e:
+        raise CheckpointError(f"checkpoint {path!r}: {e}") from None
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        what = str(e).strip().splitlines()
+        raise CheckpointError(f"checkpoint {path!r} does not hold a generator this version can build "
+                              f"({type(e).__name__}: {' '.join(what[:3])[:400]})") from None
+    return g, cfg, ckpt
 
 
 def model_args(cfg: Config) -> dict:

@@ -89,6 +89,7 @@ class Config:
     beta2: float = F(0.999, "Adam beta2 for both networks")
     max_minutes: float = F(0.0, "stop cleanly (last.pt saved, as on Ctrl-C) once the run has trained this many minutes in all, resumes included (0 = no limit)")
     max_bad_steps: int = F(20, "stop after this many consecutive steps with a NaN/inf loss (each is skipped)")
+    loss_jump: float = F(5.0, "stop when the hole L1 of a log window exceeds this many times its running level, keeping last.pt from before the jump (0 = off)")
     collapse_db: float = F(3.0, "stop when validation hole PSNR falls below mean fill's after beating it by this many dB (0 = off)")
     seed: int = F(0, "seed of model init, data order, training holes and augmentation")
     # --- evaluation ---
@@ -188,6 +189,8 @@ class Config:
             need(0 <= getattr(self, name) <= 1, name, "must be a fraction of the run in [0, 1]")
         need(0 <= self.ema < 1, "ema", "must be in [0, 1) (0 turns the average off)")
         need(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
+        need(self.loss_jump == 0 or (math.isfinite(self.loss_jump) and self.loss_jump > 1), "loss_jump",
+             "must be > 1 (a factor over the running level), or 0 to turn the guard off")
         need(self.max_val_images >= 0, "max_val_images", "must be >= 0")
         need(self.best_metric in ("ssim", "psnr", "l1", "lpips"), "best_metric", "must be ssim, psnr, l1 or lpips")
         need(self.val_lpips_images >= 0, "val_lpips_images", "must be >= 0")
@@ -221,6 +224,29 @@ class Config:
 class UserError(Exception):
     """Base of every error the user must fix (a flag, a file, a folder): each CLI ends on these with its
     message and exit code 2, never a traceback."""
+
+
+class WriteError(UserError, OSError):
+    """An output that cannot be written; the message starts with 'cannot write' and says why."""
+
+
+def make_folder(folder: str, what: str):
+    """Create an output folder (and its parents), or end in 'cannot write WHAT' saying why."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in parents(folder) if os.path.exists(p) and not os.path.isdir(p)), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+        raise WriteError(f"cannot write {what}: {why}") from None
+
+
+def parents(folder: str) -> list:
+    """folder and each folder above it, nearest first."""
+    out = [folder]
+    while os.path.dirname(out[-1]) != out[-1]:
+        out.append(os.path.dirname(out[-1]))
+    return out
+
 
 
 class ConfigError(UserError, ValueError):

@@ -16,8 +16,8 @@ import warnings
 
 import torch
 
-from checkpoints import default_checkpoint, generator_from_checkpoint, load_checkpoint
-from config import UserError
+from checkpoints import default_checkpoint, load_generator
+from config import UserError, WriteError, make_folder
 from models import Inpaint
 
 MAX_SIDE = 8192  # the exported graph accepts up to this many px per side
@@ -35,12 +35,18 @@ def export_onnx(generator: torch.nn.Module, path: str, size: int = 200) -> str:
     hk = torch.export.Dim("h_over_k", min=2, max=MAX_SIDE // k)  # height = k * h_over_k
     wk = torch.export.Dim("w_over_k", min=2, max=MAX_SIDE // k)
     shapes = {"image": {0: batch, 2: k * hk, 3: k * wk}, "mask": {0: batch, 2: k * hk, 3: k * wk}}
+    make_folder(os.path.dirname(os.path.abspath(path)), path)
     tmp = path + ".partial"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use
-        torch.onnx.export(g, (x, m), tmp, input_names=["image", "mask"], output_names=["output"],
-                          dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
-    os.replace(tmp, path)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use
+            torch.onnx.export(g, (x, m), tmp, input_names=["image", "mask"], output_names=["output"],
+                              dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 
@@ -51,7 +57,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         ckpt_path = args.checkpoint or default_checkpoint()
-        g, cfg = generator_from_checkpoint(load_checkpoint(ckpt_path))
+        g, cfg, _ = load_generator(ckpt_path)
         out = args.output or os.path.splitext(ckpt_path)[0] + ".onnx"
         export_onnx(g, out, cfg.image_size)
     except UserError as e:

@@ -22,12 +22,13 @@ import torch
 from PIL import Image, ImageOps, JpegImagePlugin
 from scipy import ndimage
 
-from checkpoints import default_checkpoint, generator_from_checkpoint, load_checkpoint
-from config import UserError, choose_runtime
+from checkpoints import default_checkpoint, load_generator
+from config import UserError, choose_runtime, make_folder
 from dataset import IMAGE_EXTS, IMAGE_ERRORS, to_rgb
 from models import inpaint, to_model_range, to_uint8
 
 DEFAULT_MAX_PIXELS = 40_000_000  # refuse larger photos instead of exhausting memory
+PILLOW_LIMIT = 2 * Image.MAX_IMAGE_PIXELS  # Pillow refuses to open larger images (a decompression bomb guard)
 CONTEXT = 4  # window side >= CONTEXT x the hole's extent: the hole keeps the share of context it had in training
 MASK_SUFFIX = "_mask.png"
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # written back as grey
@@ -37,22 +38,33 @@ class InpaintError(UserError, RuntimeError):
     """Bad input the user must fix; the message names the file or flag."""
 
 
+def megapixels(n: int) -> str:
+    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n:,} pixels"
+
+
+def check_max_pixels(value: int):
+    if not 1 <= value <= PILLOW_LIMIT:
+        raise InpaintError(f"--max-pixels {value}: must be between 1 and {PILLOW_LIMIT:,} ({megapixels(PILLOW_LIMIT)}, "
+                           "the largest image Pillow opens)")
+
+
 def read_image(path: str, max_pixels: int, what: str = "photo") -> tuple:
     """(image, its JPEG settings or {}): refuses unreadable files and ones over the pixel budget before decoding."""
-    budget = f"over the {max_pixels / 1e6:.0f} MP budget: downscale it or raise --max-pixels"
+    budget = f"over the {megapixels(max_pixels)} budget: downscale it or raise --max-pixels"
     try:
         with warnings.catch_warnings():  # our own budget check below says it better than Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except FileNotFoundError:
         raise InpaintError(f"{what} {path!r} not found") from None
-    except Image.DecompressionBombError:
-        raise InpaintError(f"{what} {path!r} is {budget}") from None
+    except Image.DecompressionBombError as e:
+        raise InpaintError(f"{what} {path!r} is over {megapixels(PILLOW_LIMIT)}, the largest image Pillow opens "
+                           f"({e}): downscale it") from None
     except IMAGE_ERRORS as e:
         raise InpaintError(f"{what} {path!r} is not a readable image ({type(e).__name__}: {e})") from None
     w, h = im.size
     if w * h > max_pixels:
-        raise InpaintError(f"{what} {path!r} is {w}x{h} = {w * h / 1e6:.0f} MP, {budget}")
+        raise InpaintError(f"{what} {path!r} is {w}x{h} = {megapixels(w * h)}, {budget}")
     jpeg = {}
     try:
         if im.format == "JPEG":  # read before exif_transpose, which returns a format-less copy
@@ -116,14 +128,16 @@ def read_mask(path: str, shape: tuple, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
 
 def box_mask(box: str, shape: tuple, what: str = "--box") -> np.ndarray:
+    """The hole of an 'x,y,w,h' box; a box reaching past the photo's edges (x or y negative, say) is clipped to it."""
     try:
         x, y, w, h = (int(v) for v in box.split(","))
     except ValueError:
         raise InpaintError(f"{what} {box!r}: expected four integers x,y,w,h") from None
-    if w < 1 or h < 1 or x < 0 or y < 0 or x >= shape[1] or y >= shape[0]:
-        raise InpaintError(f"{what} {box!r}: must have w, h >= 1 and start inside the {shape[1]}x{shape[0]} photo")
+    top, left, bottom, right = max(y, 0), max(x, 0), min(y + h, shape[0]), min(x + w, shape[1])
+    if w < 1 or h < 1 or top >= bottom or left >= right:
+        raise InpaintError(f"{what} {box!r}: must have w, h >= 1 and overlap the {shape[1]}x{shape[0]} photo")
     mask = np.zeros(shape[:2], bool)
-    mask[y:y + h, x:x + w] = True
+    mask[top:bottom, left:right] = True
     return mask
 
 
@@ -153,7 +167,7 @@ class Inpainter:
     def __init__(self, checkpoint: "str | None" = None, engine: str = "torch", onnx_path: "str | None" = None,
                  device: str = "auto", precision: str = "fp32"):
         self.checkpoint = checkpoint or default_checkpoint()
-        model, cfg = generator_from_checkpoint(load_checkpoint(self.checkpoint))
+        model, cfg, _ = load_generator(self.checkpoint)
         self.size = cfg.image_size
         self.engine = engine
         if engine == "onnx":
@@ -222,8 +236,7 @@ def save_options(im: Image.Image, jpeg: dict, path: str) -> tuple:
 
 def write_image(image: "np.ndarray | Image.Image", path: str, jpeg: "dict | None" = None) -> list:
     """Write atomically (a crash never leaves a half-written output file); returns warnings to show."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(path)), path)
     root, ext = os.path.splitext(path)
     tmp = f"{root}.partial{ext or '.png'}"
     try:
@@ -251,11 +264,48 @@ def folder_pairs(folder: str) -> list:
     return pairs
 
 
+def output_names(pairs: list) -> tuple:
+    """({photo path: output file name}, notes): NAME.png for each photo (PNG: lossless), or NAME_EXT.png for
+    photos that share a NAME (a.jpg and a.png both -> a_jpg.png, a_png.png), so no two results share a name."""
+    stems = {}
+    for photo, _ in pairs:
+        stem, ext = os.path.splitext(os.path.basename(photo))
+        stems.setdefault(stem, []).append((photo, ext))
+    names, notes = {}, []
+    for stem, photos in stems.items():
+        for photo, ext in photos:
+            names[photo] = f"{stem}.png" if len(photos) == 1 else f"{stem}_{ext[1:].lower()}.png"
+        if len(photos) > 1:
+            notes.append(f"{' and '.join(os.path.basename(p) for p, _ in photos)} share the name {stem}: their results "
+                         f"are {', '.join(names[p] for p, _ in photos)}")
+    clashes = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
+    if clashes:
+        raise InpaintError(f"two photos would give the result {', '.join(clashes)}: rename one of them")
+    return names, notes
+
+
+def check_outputs(folder: str, out: str, names: dict):
+    """Refuse an --out that would write over any image of the input folder (--out = the folder itself, say)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InpaintError(f"cannot write --out {out}: it is a file, not a folder")
+    inputs = {os.path.realpath(os.path.join(folder, n)) for n in os.listdir(folder)
+              if os.path.splitext(n)[1].lower() in IMAGE_EXTS}
+    hit = sorted(n for n in names.values() if os.path.realpath(os.path.join(out, n)) in inputs)
+    if hit:
+        raise InpaintError(f"--out {out} would write over images of {folder} ({', '.join(hit[:5])}"
+                           f"{', ...' if len(hit) > 5 else ''}): choose another --out folder")
+
+
 def inpaint_folder(args) -> int:
-    """Every NAME.ext + NAME_mask.png pair of a folder; a bad pair is reported at the end, never stops the rest."""
+    """Every NAME.ext + NAME_mask.png pair of a folder; a bad pair is reported at the end, never stops the rest.
+    Nothing is read before the outputs are known to overwrite no input and to have one name each."""
     if not args.out or args.mask or args.box:
         raise InpaintError("folder mode takes --out OUTDIR and reads NAME_mask.png beside each photo")
     pairs = folder_pairs(args.photo)
+    names, notes = output_names(pairs)
+    check_outputs(args.photo, args.out, names)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     inpainter = Inpainter(args.checkpoint, args.engine, args.onnx, args.device)
     from tqdm import tqdm
     failed = []
@@ -264,9 +314,8 @@ def inpaint_folder(args) -> int:
             photo = read_photo(photo_path, args.max_pixels)
             mask = read_mask(mask_path, photo.rgb.shape, args.max_pixels)
             check_mask(mask, mask_path)
-            name = os.path.splitext(os.path.basename(photo_path))[0] + ".png"  # PNG: lossless
-            write_image(photo.like_source(inpainter(photo.rgb, mask), mask), os.path.join(args.out, name))
-        except InpaintError as e:
+            write_image(photo.like_source(inpainter(photo.rgb, mask), mask), os.path.join(args.out, names[photo_path]))
+        except UserError as e:  # a bad pair, an output that cannot be written: recorded, the rest go on
             failed.append(str(e))
     print(f"wrote {len(pairs) - len(failed)} of {len(pairs)} images to {args.out}")
     if failed:
@@ -297,6 +346,15 @@ def inpaint_one(args) -> int:
     return 0
 
 
+def joined_box(argv: list) -> list:
+    """'--box -10,-10,50,50' as '--box=-10,-10,50,50': argparse would take a value starting with '-' for a flag."""
+    out, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        out.append(f"--box={rest.pop(0)}" if arg == "--box" and rest and rest[0].startswith("-") else arg)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -312,8 +370,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger photos and masks")
     p.add_argument("--compare", action="store_true",
                    help="write the photo with its hole painted white beside the result, instead of the result alone")
-    args = p.parse_args(argv)
+    args = p.parse_args(joined_box(sys.argv[1:] if argv is None else argv))
     try:
+        check_max_pixels(args.max_pixels)
         return inpaint_folder(args) if os.path.isdir(args.photo) else inpaint_one(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

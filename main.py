@@ -24,9 +24,9 @@ import torch
 from tqdm import tqdm
 
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
-                         generator_from_checkpoint, load_checkpoint, model_args, saved_model_args)
-from config import (Config, ConfigError, UserError, build_parser, choose_runtime, device_description, flag_words, format_config,
-                    resolve_config)
+                         load_checkpoint, load_generator, model_args, saved_model_args)
+from config import (Config, ConfigError, UserError, build_parser, choose_runtime, device_description, flag_words,
+                    format_config, make_folder, resolve_config)
 from dataset import DataError, augment, open_splits, random_crops, resolve_data_dir, split_files
 from distributed import Distributed
 from baselines import mean_fill
@@ -54,6 +54,42 @@ class TrainingStopped(RuntimeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+WARM_WINDOWS = 3  # log windows that only set the divergence guard's level
+LEVEL_DECAY = 0.9  # the level is an exponential mean of the windows: it follows a falling loss within ~10 windows
+
+
+@dataclass
+class DivergenceGuard:
+    """Watches the training loss between validations, which a diverging run can pass in its first minutes:
+    a log window (cfg.log_every steps) whose mean hole L1 is over `jump` times the running level of the windows
+    before it is a divergence. Keeps the training state as of the last window that passed (on the CPU), so the
+    run stops with a last.pt from before the jump."""
+    jump: float
+    level: float = 0.0
+    windows: int = 0
+    snapshot: "dict | None" = None  # a checkpoint dict, written to last.pt when the run stops on a guard
+    where: str = ""  # the step the snapshot is from
+
+    def jumped(self, l1: float) -> bool:
+        """True when this window's l1 left the level (or is not finite); otherwise it joins the level."""
+        if not math.isfinite(l1) or (self.jump and self.windows >= WARM_WINDOWS and l1 > self.jump * self.level):
+            return True
+        self.level = l1 if self.windows == 0 else LEVEL_DECAY * self.level + (1 - LEVEL_DECAY) * l1
+        self.windows += 1
+        return False
+
+
+def cpu_copy(obj):
+    """A deep copy of a checkpoint dict with every tensor cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 class StopFlag:
@@ -252,8 +288,8 @@ def make_run_dir(cfg: Config) -> tuple:
     if os.path.exists(os.path.join(run_dir, "last.pt")):
         raise ConfigError(f"run folder {run_dir} already holds a run: use --resume {run_dir} "
                           "or choose another --run-name")
+    make_folder(run_dir, f"the run folder {run_dir} (--out-dir)")
     try:
-        os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write_test")
         with open(probe, "w") as fh:
             fh.write("ok")
@@ -369,13 +405,12 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
 def initial_weights(cfg: Config) -> dict:
     """The generator weights of cfg.init_from (the moving average when it kept one), in fp32; its network
     must be the one cfg builds."""
-    ckpt = load_checkpoint(cfg.init_from)
+    source, _, ckpt = load_generator(cfg.init_from)
     saved, built = saved_model_args(ckpt), model_args(cfg)
     if saved != built:
         fix = " ".join(flag_words(k, v) for k, v in saved.items() if built.get(k) != v)
         raise ConfigError(f"--init-from {cfg.init_from}: its generator is {saved}, this run builds {built}; "
                           f"pass the matching --arch and its arguments ({fix})")
-    source, _ = generator_from_checkpoint(ckpt)
     return {k: v.float() for k, v in source.state_dict().items()}
 
 
@@ -443,11 +478,27 @@ class Run:
         self.steps_per_epoch = len(self.train_src) // (self.cfg.batch_size * self.dist.world)
         self.last_path = os.path.join(self.run_dir, "last.pt")
         self.resume_cmd = f"python main.py --resume {shlex.quote(self.run_dir)}"
+        self.guard = DivergenceGuard(self.cfg.loss_jump)
 
-    def save(self, path: str, epoch: int, step_in_epoch: int, partial: "dict | None" = None):
+    def checkpoint(self, epoch: int, step_in_epoch: int, partial: "dict | None" = None) -> dict:
         self.state.epoch, self.state.step_in_epoch, self.state.partial = epoch, step_in_epoch, partial or {}
         self.state.train_seconds = self.elapsed()
-        atomic_save(self.state.state_dict(self.dist.world), path)
+        return self.state.state_dict(self.dist.world)
+
+    def save(self, path: str, epoch: int, step_in_epoch: int, partial: "dict | None" = None):
+        atomic_save(self.checkpoint(epoch, step_in_epoch, partial), path)
+        if path == self.last_path:  # newer than the guard's snapshot, which must never replace it
+            self.guard.snapshot = None
+
+    def keep_snapshot(self) -> str:
+        """Before stopping on a guard: write the divergence guard's last healthy state to last.pt (rank 0) and
+        say what last.pt now holds."""
+        if self.guard.snapshot is None:
+            return (f"{self.last_path} holds the last checkpoint saved before it" if os.path.exists(self.last_path)
+                    else "no checkpoint was written (the run had not passed a log window yet)")
+        if self.dist.is_main:
+            atomic_save(self.guard.snapshot, self.last_path)
+        return f"{self.last_path} holds the run as of {self.guard.where}, before it"
 
     def elapsed(self) -> float:
         """Seconds this run has trained (steps, validation, saving), over every process that resumed it."""
@@ -507,8 +558,32 @@ def count_bad_step(run: Run, step: int, epoch: int, consecutive: int, bar):
         bar.close()
         raise TrainingStopped(
             f"stopping: {consecutive} consecutive steps had NaN/inf losses (--max-bad-steps "
-            f"{run.cfg.max_bad_steps}). The last good checkpoint {run.last_path} is intact; lower --lr-g/--lr-d "
-            "or try --precision fp32 before resuming.", 3)
+            f"{run.cfg.max_bad_steps}); {run.keep_snapshot()}. Lower --lr-g/--lr-d or try --precision fp32 "
+            "before resuming.", 3)
+
+
+def watch_divergence(run: Run, epoch: int, step: int, window: list, sums: dict, counts: dict, bar):
+    """At the end of each log window: stop the run if its hole L1 jumped (DivergenceGuard), else keep its
+    state as the guard's snapshot. window: [sum of the window's L1 (a tensor), good steps]; reset here. Every
+    rank has the same good steps (the finiteness check is collective), so all take the same branch."""
+    if not run.cfg.loss_jump or (step + 1) % run.cfg.log_every:
+        return
+    if not window[1]:  # only skipped (NaN) steps: the NaN guard's business, and no state worth keeping
+        return
+    l1 = run.dist.mean({"l1": window[0] / window[1]})["l1"].item()
+    window[:] = [0.0, 0]
+    level = run.guard.level
+    if run.dist.any_true(run.guard.jumped(l1), run.rt.device):
+        bar.close()
+        raise TrainingStopped(
+            f"stopping: the training loss jumped at step {step + 1} of epoch {epoch + 1}: hole L1 {l1:.4f} over the "
+            f"last {run.cfg.log_every} steps, {l1 / max(level, 1e-12):.1f}x its running level {level:.4f} "
+            f"(--loss-jump {run.cfg.loss_jump:g}): the generator is diverging. {run.keep_snapshot()}. Start a new "
+            "run with a lower --lr-g, a longer --warmup-steps or --grad-clip (resuming would repeat the same steps).", 3)
+    if run.dist.is_main:
+        partial = {"sums": {k: v.item() for k, v in sums.items()}, "counts": dict(counts)}
+        run.guard.snapshot = cpu_copy(run.checkpoint(epoch, step + 1, partial))
+        run.guard.where = f"step {step + 1} of epoch {epoch + 1}"
 
 
 def report_progress(run: Run, bar, epoch: int, step: int, done: int, seen: int, t_epoch: float, sums: dict, counts: dict):
@@ -556,7 +631,7 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
             net.train()
     order = dist.epoch_order(len(run.train_src), cfg.seed, epoch)
     sums, counts = resumed_sums(run, first)
-    consecutive_bad = 0
+    consecutive_bad, window = 0, [0.0, 0]
     bar = tqdm(total=run.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                dynamic_ncols=True, mininterval=1.0, file=sys.stdout, disable=not dist.is_main)
     t_epoch, seen = time.perf_counter(), 0
@@ -568,6 +643,7 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
             count_bad_step(run, step, epoch, consecutive_bad, bar)
         else:
             consecutive_bad = 0
+            window[0], window[1] = window[0] + out["l1"], window[1] + 1
             for k in run.keys:
                 sums[k] += out[k]
                 counts[k] += 1
@@ -576,6 +652,7 @@ def train_epoch(run: Run, epoch: int, first: int) -> tuple:
         bar.update(1)
         if dist.is_main:
             report_progress(run, bar, epoch, step, step + 1 - first, seen, t_epoch, sums, counts)
+        watch_divergence(run, epoch, step, window, sums, counts, bar)
         if run.should_stop():  # every rank stops after the same step
             bar.close()
             partial = {"sums": {k: v.item() for k, v in dist.mean(sums).items()}, "counts": counts}
@@ -701,7 +778,7 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
 def branch_checkpoint(cfg: Config) -> dict:
     """The checkpoint a --branch-from run starts as; its generator must be the one cfg builds, and a GAN branch
     needs the copied run's discriminator (a reconstruction-only branch drops it)."""
-    ckpt = load_checkpoint(cfg.branch_from)
+    _, _, ckpt = load_generator(cfg.branch_from)
     if "opt_g" not in ckpt:
         raise ConfigError(f"--branch-from {cfg.branch_from}: not a training checkpoint (last.pt or best.pt of a run)")
     if saved_model_args(ckpt) != model_args(cfg):

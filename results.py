@@ -31,9 +31,9 @@ import torch
 from tqdm import tqdm
 
 from baselines import BASELINES
-from checkpoints import (SHIPPED_WEIGHTS, atomic_save, generator_from_checkpoint, load_checkpoint, model_args,
+from checkpoints import (SHIPPED_WEIGHTS, atomic_save, load_generator, model_args,
                          newest_run, run_checkpoint, saved_model_args)
-from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime
+from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime, make_folder
 from dataset import open_splits, resolve_data_dir, split_files
 from evaluation import Judge, evaluate_baseline, evaluate_generator, face_key, generator_inpaint
 import identity
@@ -287,8 +287,7 @@ def default_kinds(cfg: Config) -> list:
 def load_model(run_dir, checkpoint: str, data_dir: str, split_name: str) -> tuple:
     """(generator, its config, the split, default output folder, checkpoint path) of a run or weights file."""
     ckpt_path = run_checkpoint(run_dir, checkpoint)
-    ckpt = load_checkpoint(ckpt_path)
-    g, cfg = generator_from_checkpoint(ckpt)
+    g, cfg, ckpt = load_generator(ckpt_path)
     split_path = os.path.join(run_dir or os.path.dirname(ckpt_path), "split.json")
     split = None
     if os.path.isfile(split_path):
@@ -404,7 +403,7 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
     # validation results go in a subfolder so they never overwrite the test results
     out_dir = out_dir or (default_out if split_name == "test" else os.path.join(default_out, split_name))
     kinds = kinds or default_kinds(cfg)
-    os.makedirs(out_dir, exist_ok=True)
+    make_folder(out_dir, f"--out {out_dir}")
     split = {**split, split_name: split[split_name][:max_images] if max_images else split[split_name]}
     source = open_splits(cfg, split, (split_name,))[split_name]
     names = source.names  # without any file that failed to decode
@@ -545,7 +544,7 @@ def read_history(path: str) -> list:
 
 def write_report(report_dir: str, out_dir: str, g, cfg: Config, ckpt_path: "str | None", kinds: list):
     """The README's figures and tables, each regenerated from the evaluated model and its run."""
-    os.makedirs(report_dir, exist_ok=True)
+    make_folder(report_dir, f"--report {report_dir}")
     wrote = []
     copies = {"results.md": "results.md", "comparison.png": f"comparison_{kinds[0]}.png",
               **{f"comparison_{k}.png": f"comparison_{k}.png" for k in kinds[1:]}}
@@ -580,7 +579,7 @@ def write_mask_examples(path: str, data_dir: str = ""):
     if data_dir:
         split = split_files(data_dir, cfg.val_fraction, cfg.test_fraction, 0, cfg.image_size)
         image = to_unit_range(open_splits(cfg, {**split, "test": split["test"][:1]}, ("test",))["test"].take(1)[0])
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(path)), path)
     save_mask_examples(by_kind, path, image)
     print(f"wrote {path}")
 

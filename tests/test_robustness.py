@@ -175,6 +175,32 @@ def test_collapse_stops_the_run_and_keeps_the_checkpoint_from_before(faces_dir, 
     assert len(rows) == 2  # the collapsed epoch is still on record
 
 
+def test_a_loss_that_jumps_stops_the_run_within_the_first_epoch_with_a_checkpoint_from_before(faces_dir, tmp_path,
+                                                                                            monkeypatch):
+    """A run diverging in its first minutes (hole L1 x50 from the 8th step on: the first dilated design's
+    activations reached 1e13 by step ~380) stops at the first log window after the jump, long before the
+    first validation, and last.pt holds the step before it."""
+    real_l1, calls = losses.l1_loss, {"n": 0}
+
+    def jumps(*a):
+        calls["n"] += 1
+        return real_l1(*a) * (50 if calls["n"] >= 8 else 1)
+    monkeypatch.setitem(losses.RECONSTRUCTION, "l1", ("w_l1", jumps))
+    cfg = tiny_cfg(faces_dir, tmp_path, run_name="j", epochs=3, log_every=1, batch_size=2)
+    with pytest.raises(main_module.TrainingStopped, match="jumped at step 8 of epoch 1") as e:
+        main_module.train(cfg)
+    assert e.value.exit_code == 3 and "as of step 7 of epoch 1, before it" in str(e.value) and "--lr-g" in str(e.value)
+    ckpt = load_checkpoint(str(tmp_path / "j" / "last.pt"))
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, 7) and not ckpt["history"]
+
+
+def test_the_divergence_guard_follows_a_falling_loss_and_fires_only_on_a_jump():
+    guard = main_module.DivergenceGuard(jump=5.0)
+    assert not any(guard.jumped(v) for v in (0.5, 0.4, 0.3, 0.2, 0.15, 0.12, 0.1, 0.3, 0.1))  # noise, 3x: fine
+    assert guard.jumped(10 * guard.level) and guard.jumped(float("nan")) and not guard.jumped(4 * guard.level)
+    assert not main_module.DivergenceGuard(jump=0.0).jumped(1e9)  # off
+
+
 def start_training(data, out, *extra):
     return subprocess.Popen([sys.executable, "main.py", "--preset", "tiny", "--data-dir", data, "--out-dir", str(out),
                              "--run-name", "r", "--epochs", "400", *extra], cwd=ROOT, stdout=subprocess.PIPE,
@@ -296,13 +322,13 @@ def test_unwritable_output_folder_is_a_clear_error(faces_dir, tmp_path):
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = str(tmp_path / "last.pt")
-    atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
+    atomic_save({"epoch": 1, "config": {}, "generator": {"w": torch.ones(3)}}, path)
 
     def full(fd):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(CheckpointError, match="No space left on device.*previous file there is intact"):
-        atomic_save({"epoch": 2, "w": torch.zeros(3)}, path)
+        atomic_save({"epoch": 2, "config": {}, "generator": {"w": torch.zeros(3)}}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind

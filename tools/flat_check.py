@@ -14,13 +14,12 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from baselines import biharmonic  # noqa: E402
-from checkpoints import generator_from_checkpoint, load_checkpoint  # noqa: E402
+from checkpoints import load_generator  # noqa: E402
 from config import UserError, choose_runtime  # noqa: E402
 from dataset import ImageFiles, image_root, split_files  # noqa: E402
 from evaluation import generator_inpaint  # noqa: E402
@@ -132,7 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="auto")
     args = p.parse_args(argv)
     try:
-        g, cfg = generator_from_checkpoint(load_checkpoint(args.checkpoint))
+        g, cfg, _ = load_generator(args.checkpoint)
         rt = choose_runtime(args.device, args.precision, cfg.channels_last)
         g = g.to(rt.device, memory_format=rt.memory_format())
         cases = {**synthetic_set(), **(face_set(args.data_dir, args.faces) if args.data_dir else {})}
