@@ -28,6 +28,7 @@ from inpaint import (DEFAULT_MAX_PIXELS, InpaintError, Inpainter, box_mask, chec
                      megapixels)
 
 BRUSH_SIZES = (2, 60, 12)  # px: min, max, default; thin enough to paint over one eye without the other
+REFUSED = "refused"  # the editor value's key for an upload that was checked and not decoded: what is wrong with it
 LOCAL = ("127.0.0.1", "localhost", "::1")
 
 
@@ -129,7 +130,8 @@ def upload_problem(file, max_pixels: int) -> str:
 
 def checked_editor(max_pixels: int, **kwargs):
     """The page's photo editor: a gradio ImageMask whose uploads are checked by upload_problem before gradio
-    decodes them; a bad one becomes a message on the page and one line in the server log, no traceback."""
+    decodes them. A bad one is never decoded: its value carries REFUSED (what is wrong) instead of a photo, which
+    the upload's status line and the Inpaint button turn into a message, plus one line in the server log."""
     import gradio as gr
     editor = gr.ImageMask(**kwargs)
     # wrapped on the instance: a subclass of a gradio component would make gradio write an app.pyi stub here
@@ -143,7 +145,8 @@ def checked_editor(max_pixels: int, **kwargs):
         problem = "" if background is None else upload_problem(getattr(background, "path", background), max_pixels)
         if problem:
             print(f"upload refused: {problem}", file=sys.stderr, flush=True)
-            raise gr.Error(problem, print_exception=False)
+            # a value, not gr.Error: an error would stop the upload event before the status line says why
+            return {"background": None, "layers": [], "composite": None, REFUSED: problem}
         return decode(payload)
 
     editor.preprocess = preprocess
@@ -156,6 +159,8 @@ def editor_inputs(value, box: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) ->
     The value holds the uploaded photo as 'background' and the brush strokes as RGBA 'layers';
     every painted (non-transparent) layer pixel is hole, and so is the box.
     """
+    if value and value.get(REFUSED):
+        raise InpaintError(value[REFUSED])
     if not value or value.get("background") is None:
         raise InpaintError("upload a photo first")
     problem = photo_size_problem(value, max_pixels)
@@ -232,10 +237,11 @@ def build_demo(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS):
 
 def upload_message(value, max_pixels: int) -> str:
     import gradio as gr
-    problem = photo_size_problem(value, max_pixels)
+    refused = (value or {}).get(REFUSED, "")
+    problem = refused or photo_size_problem(value, max_pixels)
     if problem:
         gr.Warning(problem)
-        return f"**Too large:** {problem}"
+        return f"**{'Too large' if 'downscale' in problem else 'Not an image'}:** {problem}"
     shape = photo_shape(value)
     if shape is None:
         return ""

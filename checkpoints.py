@@ -87,12 +87,13 @@ def check_contents(ckpt, path: str):
                               "last.pt / best.pt or weights/generator.pt")
 
 
-def load_generator(path: str, map_location="cpu") -> tuple:
-    """(generator, config, checkpoint) of the checkpoint at path; a generator this version cannot build from it
-    (an unknown architecture, arguments or weights that do not fit it) is a CheckpointError naming the file."""
+def load_generator(path: str, map_location="cpu", average: bool = True) -> tuple:
+    """(generator, config, checkpoint) of the checkpoint at path (average=False: the trained weights, not their
+    moving average); a generator this version cannot build from it (an unknown architecture, arguments or
+    weights that do not fit it) is a CheckpointError naming the file."""
     ckpt = load_checkpoint(path, map_location)
     try:
-        g, cfg = generator_from_checkpoint(ckpt)
+        g, cfg = generator_from_checkpoint(ckpt if average else {k: v for k, v in ckpt.items() if k != "generator_ema"})
     except UserError as e:
         raise CheckpointError(f"checkpoint {path!r}: {e}") from None
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -194,13 +195,13 @@ class TrainingState:
         self.images_seen, self.train_seconds = ckpt.get("images_seen", 0), ckpt.get("train_seconds", 0.0)
 
 
-def shipped_state(ckpt: dict) -> dict:
-    """The shipped weights' format (weights/generator.pt): the generator that validated (the moving
-    average when kept) in fp16, its model_args and config, and the run's history."""
-    g, cfg = generator_from_checkpoint(ckpt)
+def shipped_state(path: str) -> tuple:
+    """(the shipped weights' format (weights/generator.pt), the checkpoint) of the checkpoint at path: the
+    generator that validated (the moving average when kept) in fp16, its model_args and config, the run's history."""
+    g, cfg, ckpt = load_generator(path)
     weights = {k: v.half() for k, v in g.state_dict().items()}
     return {"config": cfg.to_dict(), "model_args": saved_model_args(ckpt), "generator": weights, "epoch": ckpt["epoch"],
-            "history": ckpt["history"], "torch_version": str(torch.__version__)}
+            "history": ckpt["history"], "torch_version": str(torch.__version__)}, ckpt
 
 
 def newest_run(out_dir: str) -> "str | None":

@@ -19,8 +19,7 @@ import sys
 import tempfile
 
 
-from checkpoints import (SHIPPED_WEIGHTS, atomic_save, load_checkpoint, shipped_state,
-                         run_checkpoint)
+from checkpoints import SHIPPED_WEIGHTS, atomic_save, run_checkpoint, shipped_state
 from config import ConfigError, UserError, recipe_command
 from models import describe
 from results import DEFAULT_CACHE, identity_images, run_results
@@ -106,8 +105,7 @@ def package(run_dir: str, checkpoint: str, data_dir: str, force: bool, precision
             cache_dir: str = DEFAULT_CACHE) -> int:
     """Evaluate the run's generator as it would ship (fp16) with results.py's code and cache (so that
     `results.py weights` afterwards reuses every result), then move it and its papers into weights/."""
-    ckpt = load_checkpoint(run_checkpoint(run_dir, checkpoint))
-    payload = shipped_state(ckpt)
+    payload, ckpt = shipped_state(run_checkpoint(run_dir, checkpoint))
     with tempfile.TemporaryDirectory(dir=os.path.dirname(WEIGHTS_DIR)) as staging:
         candidate = os.path.join(staging, "generator.pt")
         atomic_save(payload, candidate)

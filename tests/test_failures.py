@@ -222,11 +222,14 @@ def test_every_bad_upload_is_a_message_on_the_page_and_one_log_line(uploads, cap
         if not words:
             assert editor.preprocess(payload)["background"].shape == (60, 80, 3)
             continue
-        with pytest.raises(gr.Error) as e:
-            editor.preprocess(payload)
-        assert words in e.value.message and e.value.print_exception is False, case
+        value = editor.preprocess(payload)
+        assert value["background"] is None and words in value[app.REFUSED], case
         err = capfd.readouterr().err
         assert err.count("\n") == 1 and err.startswith("upload refused: ") and words in err, case
+        assert words in app.upload_message(value, 40_000_000), case  # the status line says why
+        with pytest.raises(app.InpaintError) as e:
+            app.editor_inputs(value, "", 40_000_000)  # and so does pressing Inpaint
+        assert words in str(e.value), case
 
 
 def test_the_page_editor_is_gradios_own_image_mask_and_writes_no_stub_file():

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from checkpoints import build_discriminator, generator_from_checkpoint, load_checkpoint, upgrade_discriminator  # noqa: E402
+from checkpoints import build_discriminator, load_generator, upgrade_discriminator  # noqa: E402
 from config import ConfigError, UserError, choose_runtime  # noqa: E402
 from dataset import open_splits, resolve_data_dir, split_files  # noqa: E402
 from losses import NEEDS_REAL_FEATURES, RECONSTRUCTION, adversarial_part  # noqa: E402
@@ -58,8 +58,7 @@ def main(argv=None) -> int:
     try:
         if args.batches < 1:
             raise ConfigError(f"--batches must be >= 1, not {args.batches}")
-        ckpt = load_checkpoint(args.checkpoint)
-        g, cfg = generator_from_checkpoint({k: v for k, v in ckpt.items() if k != "generator_ema"})
+        g, cfg, ckpt = load_generator(args.checkpoint, average=False)
         cfg.data_dir = resolve_data_dir(args.data_dir, cfg.data_dir)[0]
         if args.w_adv is not None:
             cfg.w_adv = args.w_adv
