@@ -212,7 +212,7 @@ def uploads(tmp_path):
 
 
 def test_every_bad_upload_is_a_message_on_the_page_and_one_log_line(uploads, capfd):
-    gr = pytest.importorskip("gradio")
+    pytest.importorskip("gradio")
     from gradio.components.image_editor import EditorData
     from gradio.data_classes import FileData
     import app
