@@ -75,6 +75,7 @@ class Config:
     w_edge: float = F(10.0, "weight of the Sobel edge loss")
     w_ssim: float = F(1.0, "weight of the 1 - SSIM loss")
     w_l2: float = F(1000.0, "weight of the mean squared error (the loss PSNR measures)")
+    w_seam: float = F(0.0, "weight of the seam loss: the edge the composite draws along the hole's border beyond the photo's")
     loss_region: str = F("hole_ring", "where reconstruction losses look: hole_ring (hole + context ring) or whole (every pixel)")
     # --- optimisation ---
     epochs: int = F(7, "passes over the training split (7 of CelebA's 16,903 training faces: ~2.6 h on a 2-core Xeon in fp32)")
@@ -171,7 +172,7 @@ class Config:
              f"leaves no patch on a {seen} px training image: lower it or raise --crop / --image-size")
 
     def _check_training(self, need, errors: list):
-        for w in ("w_adv", "w_fm", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "mask_blur", "gate"):
+        for w in ("w_adv", "w_fm", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "w_seam", "mask_blur", "gate"):
             need(math.isfinite(getattr(self, w)) and getattr(self, w) >= 0, w, "must be a finite number >= 0")
         need(self.w_l1 + self.w_edge + self.w_ssim + self.w_l2 > 0, "w_l1", "at least one reconstruction loss weight must be > 0")
         need(self.loss_region in ("hole_ring", "whole"), "loss_region", "must be hole_ring or whole")

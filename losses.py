@@ -6,8 +6,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from metrics import SSIM_RADIUS, hole_bounds, masked_mean, sobel_magnitude, ssim_map
-from models import to_unit_range
+from metrics import SSIM_RADIUS, excess_gradient, hole_bounds, masked_mean, seam_band, sobel_magnitude, ssim_map
+from models import composite, to_unit_range
 
 
 # --- the adversarial part: pure terms over one Critique, summed by the Adversarial object ---
@@ -172,19 +172,37 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
     return 1 - masked_mean(ssim, weight, dim=None)
 
 
+def seam_loss(pred: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """The seam metric as a loss: the edge the composite (pred in the hole, target outside) draws along the
+    hole's border beyond the photo's own, the mean over the band of every image. The outline a fill leaves
+    lies across the hole's border, where no term on pred alone looks."""
+    excess = excess_gradient(composite(pred, target, hole), target)  # B, 1, H, W
+    return masked_mean(excess, seam_band(hole), dim=None)
+
+
 # The generator's reconstruction terms: logged name -> (the Config field holding its weight, function).
 # A new loss is one entry here (plus its weight field in config.py); training, logging and plots follow.
+# Each function takes (pred, target, the loss region's weight map), or for READS_HOLE terms the hole mask.
 RECONSTRUCTION = {
     "l1": ("w_l1", l1_loss),
     "edge": ("w_edge", edge_loss),
     "ssim_loss": ("w_ssim", ssim_loss),
     "l2": ("w_l2", l2_loss),
+    "seam": ("w_seam", seam_loss),
 }
+READS_HOLE = {"seam"}  # terms that find their own region from the hole mask
 
 
-def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, cfg) -> tuple:
+def reconstruction_term(name: str, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                        hole: torch.Tensor) -> torch.Tensor:
+    """The unweighted value of one RECONSTRUCTION term, given the region it reads."""
+    return RECONSTRUCTION[name][1](pred, target, hole if name in READS_HOLE else weight)
+
+
+def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, hole: torch.Tensor,
+                          cfg) -> tuple:
     """(weighted sum, {name: unweighted value}) of the RECONSTRUCTION terms; zero-weight terms are still
     computed and logged, so runs stay comparable."""
-    values = {name: fn(pred, target, weight) for name, (_, fn) in RECONSTRUCTION.items()}
+    values = {name: reconstruction_term(name, pred, target, weight, hole) for name in RECONSTRUCTION}
     total = sum(getattr(cfg, field) * values[name] for name, (field, _) in RECONSTRUCTION.items())
     return total, values

@@ -149,7 +149,7 @@ def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, m
     """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus,
     with the GAN, its generator terms scaled to w_adv. Returns the detached logged values, or None when the
     loss was NaN/inf (then nothing changed)."""
-    loss_g, values = reconstruction_losses(raw, batch, reconstruction_region(cfg, mask), cfg)
+    loss_g, values = reconstruction_losses(raw, batch, reconstruction_region(cfg, mask), mask, cfg)
     if gan is not None:
         adv = {k: torch.zeros((), device=batch.device) for k in gan.g_terms}
         if w_adv > 0:

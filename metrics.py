@@ -165,14 +165,22 @@ def grey_gradient(x: torch.Tensor) -> torch.Tensor:
     return sobel_magnitude((x.float() * w).sum(1, keepdim=True))
 
 
+def seam_band(mask: torch.Tensor) -> torch.Tensor:
+    """B, 1, H, W: 1 on the seam band (SEAM_BAND) of a hole mask (1 = hole), where a fill meets the photo."""
+    hole = (mask > 0.5).float()
+    known = 1 - hole
+    return hole * _grow(known, SEAM_BAND[0]) + known * _grow(hole, SEAM_BAND[1])
+
+
+def excess_gradient(pred, target) -> torch.Tensor:
+    """B, 1, H, W: max(0, |grad pred| - |grad target|) of the grey level: the edges pred has and target lacks."""
+    return (grey_gradient(pred) - grey_gradient(target)).clamp_min(0)
+
+
 def seam(pred, target, mask) -> torch.Tensor:
     """The edge a fill draws where it meets the photo, per image: along the band (SEAM_BAND), the mean of
     max(0, |grad composite| - |grad original|) of the grey level, x100. 0 = no edge beyond the photo's own."""
-    hole = (mask > 0.5).float()
-    known = 1 - hole
-    band = hole * _grow(known, SEAM_BAND[0]) + known * _grow(hole, SEAM_BAND[1])
-    excess = (grey_gradient(pred) - grey_gradient(target)).clamp_min(0)
-    return 100 * masked_mean(excess, band)
+    return 100 * masked_mean(excess_gradient(pred, target), seam_band(mask))
 
 
 def detail(pred, target, mask) -> torch.Tensor:

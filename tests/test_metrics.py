@@ -5,7 +5,7 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import metrics
-from losses import edge_loss, l1_loss, ssim_loss
+from losses import edge_loss, l1_loss, seam_loss, ssim_loss
 
 
 def pair(seed, shape=(3, 48, 56), noise=0.15):
@@ -138,6 +138,18 @@ def test_seam_scores_a_drawn_outline_above_the_exact_fill():
     far = photo.clone()
     far[..., 10] -= 0.2
     assert float(metrics.seam(far, photo, mask)) == 0
+
+
+def test_seam_loss_is_the_seam_of_the_composite_and_moves_only_hole_pixels():
+    photo, mask, outlined = stroke_case()
+    raw = outlined.clone()
+    raw[..., :29] += 0.3  # outside the hole: the composite never shows it, so neither loss nor gradient sees it
+    raw.requires_grad_(True)
+    loss = seam_loss(raw, photo, mask)
+    assert abs(float(loss) * 100 - float(metrics.seam(outlined, photo, mask))) < 1e-4
+    assert float(seam_loss(photo, photo, mask)) == 0
+    (grad,) = torch.autograd.grad(loss, raw)
+    assert grad[..., 29:35].abs().sum() > 0 and float((grad * (1 - mask)).abs().sum()) == 0
 
 
 def test_detail_is_one_for_the_photo_below_it_for_a_blur_and_nan_without_an_interior():

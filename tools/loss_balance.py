@@ -1,6 +1,6 @@
 """Which loss term drives the generator's fill: each term's gradient on the generator's output, in the holes.
 
-    python tools/loss_balance.py RUN/last.pt --data-dir ../shared/celeba [--batches 4] [--w-adv 10]
+    python tools/loss_balance.py RUN/last.pt --data-dir ../shared/celeba [--batches 4] [--w-adv 10] [--w-seam 300]
 
 For training batches drawn as main.py draws them (augmentation, holes, crops), the checkpoint's generator
 (not its moving average: the weights the optimizer moves) and discriminator, it prints for every generator
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoints import build_discriminator, load_generator, upgrade_discriminator  # noqa: E402
 from config import ConfigError, UserError, choose_runtime  # noqa: E402
 from dataset import open_splits, resolve_data_dir, split_files  # noqa: E402
-from losses import NEEDS_REAL_FEATURES, RECONSTRUCTION, adversarial_part  # noqa: E402
+from losses import NEEDS_REAL_FEATURES, RECONSTRUCTION, adversarial_part, reconstruction_term  # noqa: E402
 from main import reconstruction_region, training_input  # noqa: E402
 from masks import rng_for  # noqa: E402
 from models import composite, inpaint  # noqa: E402
@@ -32,7 +32,8 @@ def term_gradients(g, d, cfg, x, m) -> dict:
     raw = raw.requires_grad_(True)
     filled = composite(raw, x, m)  # B, 3, H, W, built from the leaf so every term's gradient lands on raw
     region = reconstruction_region(cfg, m)
-    terms = {name: (getattr(cfg, field), lambda fn=fn: fn(raw, x, region)) for name, (field, fn) in RECONSTRUCTION.items()}
+    terms = {name: (getattr(cfg, field), lambda name=name: reconstruction_term(name, raw, x, region, m))
+             for name, (field, _) in RECONSTRUCTION.items()}
     gan = adversarial_part(cfg)
     if gan is not None and d is not None:
         d.requires_grad_(False)
@@ -54,14 +55,16 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default="", help="the run's images (default: the run's saved data_dir)")
     p.add_argument("--batches", type=int, default=4, help="training batches to average over")
     p.add_argument("--w-adv", type=float, default=None, help="the adversarial weight (default: the run's)")
+    p.add_argument("--w-seam", type=float, default=None, help="the seam loss's weight (default: the run's)")
     args = p.parse_args(argv)
     try:
         if args.batches < 1:
             raise ConfigError(f"--batches must be >= 1, not {args.batches}")
         g, cfg, ckpt = load_generator(args.checkpoint, average=False)
         cfg.data_dir = resolve_data_dir(args.data_dir, cfg.data_dir)[0]
-        if args.w_adv is not None:
-            cfg.w_adv = args.w_adv
+        for field in ("w_adv", "w_seam"):
+            if getattr(args, field) is not None:
+                setattr(cfg, field, getattr(args, field))
         d = None
         if "discriminator" in ckpt and cfg.w_adv > 0:
             d = build_discriminator(cfg)
