@@ -162,8 +162,9 @@ class TrainingState:
     state_dict() / load_state_dict() are the one definition of the training checkpoint format (last.pt,
     best.pt)."""
 
-    def __init__(self, cfg: Config, g, d, opt_g, opt_d, g_ema=None, scaler=None):
+    def __init__(self, cfg: Config, g, d, opt_g, opt_d, g_ema=None, scaler=None, gan=None):
         self.cfg, self.g, self.d, self.opt_g, self.opt_d, self.g_ema, self.scaler = cfg, g, d, opt_g, opt_d, g_ema, scaler
+        self.gan = gan  # the run's losses.Adversarial, built once with d (None without the adversarial loss)
         self.epoch = self.step_in_epoch = self.bad_steps = self.images_seen = 0
         self.train_seconds = 0.0
         self.history, self.best, self.partial = [], None, {}

@@ -42,9 +42,8 @@ RESUMABLE_OVERRIDES = {"epochs", "max_minutes", "device", "precision", "threads"
                        "data_dir", "compile", "channels_last"}
 
 
-def train_keys(cfg: Config) -> tuple:
+def train_keys(gan: "Adversarial | None") -> tuple:
     """The running means logged per epoch: the GAN's active terms (when it is on) and every RECONSTRUCTION term."""
-    gan = adversarial_part(cfg)
     return (gan.keys if gan is not None else ()) + tuple(RECONSTRUCTION)
 
 
@@ -144,21 +143,21 @@ def reconstruction_region(cfg: Config, mask: torch.Tensor) -> torch.Tensor:
     return dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
 
 
-def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, mask, cfg: Config, rt, w_adv: float,
+def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, mask, cfg: Config, rt, adv_scale: float,
                    finite=all_finite) -> "dict | None":
     """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus,
-    with the GAN, its generator terms scaled to w_adv. Returns the detached logged values, or None when the
-    loss was NaN/inf (then nothing changed)."""
+    with the GAN, its generator terms at adv_scale (the schedule's share, 0-1) of their configured weights.
+    Returns the detached logged values, or None when the loss was NaN/inf (then nothing changed)."""
     loss_g, values = reconstruction_losses(raw, batch, reconstruction_region(cfg, mask), mask, cfg)
     if gan is not None:
         adv = {k: torch.zeros((), device=batch.device) for k in gan.g_terms}
-        if w_adv > 0:
+        if adv_scale > 0:
             # The discriminator is frozen for this step (its weights get no gradient from the generator's
             # loss); the plain module, not its DDP wrapper, since DDP expects every forward to backward.
             plain_d = getattr(d, "module", d)
             plain_d.requires_grad_(False)
             with rt.autocast():
-                loss_adv, adv = gan.generator_loss(plain_d, batch, composite, mask, w_adv / cfg.w_adv)
+                loss_adv, adv = gan.generator_loss(plain_d, batch, composite, mask, adv_scale)
             plain_d.requires_grad_(True)
             loss_g = loss_g + loss_adv
         values = {**adv, **values}
@@ -169,26 +168,24 @@ def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, m
     return {k: v.detach() for k, v in values.items()}
 
 
-def train_step(batch, mask, nets, opts, cfg: Config, rt, finite=all_finite, w_adv: "float | None" = None) -> "dict | None":
-    """The generator's output computed once; one discriminator update (while the adversarial weight w_adv,
-    by default cfg.w_adv, is > 0) then one generator update. d and opt_d are None without the GAN
-    (build_state builds them where adversarial_part is on). Returns detached losses on the device
-    (train_keys), or None when a loss was NaN/inf. Under DDP, `finite` asks every rank, so all of them skip
-    together; nets may be DDP-wrapped."""
+def train_step(batch, mask, nets, opts, gan: "Adversarial | None", cfg: Config, rt, finite=all_finite,
+               adv_scale: float = 1.0) -> "dict | None":
+    """The generator's output computed once; with the GAN (gan, built once by build_state; d and opt_d are
+    None without it) one discriminator update while the schedule's adv_scale is > 0, then one generator update.
+    Returns detached losses on the device (train_keys(gan)), or None when a loss was NaN/inf. Under DDP,
+    `finite` asks every rank, so all of them skip together; nets may be DDP-wrapped."""
     g, d = nets
     opt_g, opt_d = opts
-    gan = adversarial_part(cfg) if d is not None else None
-    w_adv = cfg.w_adv if w_adv is None else w_adv
     with rt.autocast():
         raw, composite = inpaint(g, batch, mask)  # float32: losses in fp32
     d_values = {}
     if gan is not None:
         d_values = {k: torch.zeros((), device=batch.device) for k in gan.d_terms}
-        if w_adv > 0:
+        if adv_scale > 0:
             d_values = discriminator_step(gan, d, opt_d, batch, composite, mask, rt, cfg.grad_clip, finite)
             if d_values is None:
                 return None
-    out = generator_step(gan, d, opt_g, raw, composite, batch, mask, cfg, rt, w_adv, finite)
+    out = generator_step(gan, d, opt_g, raw, composite, batch, mask, cfg, rt, adv_scale, finite)
     return None if out is None else {**out, **d_values}
 
 
@@ -204,12 +201,13 @@ def learning_rate_factor(cfg: Config, step: int, total_steps: int) -> float:
     return warm
 
 
-def adversarial_weight(cfg: Config, progress: float) -> float:
-    """The adversarial weight at `progress` (0 -> 1) through the run: 0 before cfg.adv_start (the
-    reconstruction warm-up), then rising linearly to cfg.w_adv over cfg.adv_ramp."""
+def adversarial_scale(cfg: Config, progress: float) -> float:
+    """The schedule's share (0-1) of the adversarial terms' configured weights (cfg.w_adv, cfg.w_fm) at
+    `progress` (0 -> 1) through the run: 0 before cfg.adv_start (the reconstruction warm-up), then rising
+    linearly to 1 over cfg.adv_ramp."""
     if progress < cfg.adv_start:
         return 0.0
-    return cfg.w_adv * (min(1.0, (progress - cfg.adv_start) / cfg.adv_ramp) if cfg.adv_ramp else 1.0)
+    return min(1.0, (progress - cfg.adv_start) / cfg.adv_ramp) if cfg.adv_ramp else 1.0
 
 
 def ema_decay(cfg: Config, step: int) -> float:
@@ -423,8 +421,9 @@ def build_state(cfg: Config, rt, dist: Distributed, resume: "dict | None") -> Tr
         g.load_state_dict(initial_weights(cfg))
     g = g.to(rt.device, memory_format=rt.memory_format())
     log(dist, "generator parameters: " + ", ".join(f"{k} {v:,}" for k, v in parameter_table(g).items()))
-    d = opt_d = None  # the discriminator exists only when the adversarial loss is on
-    if adversarial_part(cfg) is not None:
+    gan = adversarial_part(cfg)  # the one place the GAN is switched on or off; the run follows state.gan
+    d = opt_d = None  # the discriminator exists only with it
+    if gan is not None:
         d = build_discriminator(cfg)
         log(dist, f"discriminator parameters: {count_parameters(d):,}")
         if dist.enabled and rt.device.type == "cuda":
@@ -435,7 +434,7 @@ def build_state(cfg: Config, rt, dist: Distributed, resume: "dict | None") -> Tr
     # inference use it (checkpoint key generator_ema) while training continues on g.
     g_ema = copy.deepcopy(g).requires_grad_(False) if cfg.ema > 0 else None
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    state = TrainingState(cfg, g, d, opt_g, opt_d, g_ema, rt.scaler)
+    state = TrainingState(cfg, g, d, opt_g, opt_d, g_ema, rt.scaler, gan)
     if resume:
         state.load_state_dict(resume)
         log(dist, f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}")
@@ -474,7 +473,7 @@ class Run:
             d = d and torch.nn.parallel.DistributedDataParallel(d, device_ids=ids)
             self.finite = lambda loss: self.dist.all_true(bool(torch.isfinite(loss)), self.rt.device)
         self.nets = (g, d)
-        self.keys = train_keys(self.cfg)
+        self.keys = train_keys(self.state.gan)
         self.steps_per_epoch = len(self.train_src) // (self.cfg.batch_size * self.dist.world)
         self.last_path = os.path.join(self.run_dir, "last.pt")
         self.resume_cmd = f"python main.py --resume {shlex.quote(self.run_dir)}"
@@ -542,8 +541,8 @@ def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
     for opt, base in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
         for group in opt.param_groups if opt is not None else ():
             group["lr"] = base * factor
-    out = train_step(x, m, run.nets, (state.opt_g, state.opt_d), cfg, rt, run.finite,
-                     adversarial_weight(cfg, global_step / total))
+    out = train_step(x, m, run.nets, (state.opt_g, state.opt_d), state.gan, cfg, rt, run.finite,
+                     adversarial_scale(cfg, global_step / total))
     if out is not None and state.g_ema is not None:
         update_ema(state.g_ema, state.g, ema_decay(cfg, global_step))
     return out
@@ -603,7 +602,7 @@ def report_progress(run: Run, bar, epoch: int, step: int, done: int, seen: int, 
     # (one without the GAN, two with it; an all-reduce under DDP) and the stop flag's all-reduce
     means = {k: (v / max(counts[k], 1)).item() for k, v in sums.items()}
     ips = seen / (now - t_epoch)
-    gan = {"G": f"{means['gan_g']:.3f}", "D": f"{means['gan_d']:.3f}"} if "gan_g" in means else {}
+    gan = {"G": f"{means['gan_g']:.3f}", "D": f"{means['gan_d']:.3f}"} if run.state.gan is not None else {}
     bar.set_postfix(**gan, L1=f"{means['l1']:.4f}", ips=f"{ips:.2f}",
                     run_left=duration(steps_left * cfg.batch_size / max(ips, 1e-9)))
     append_csv_row(os.path.join(run.run_dir, "steps.csv"), {
@@ -671,16 +670,16 @@ def validate(run: Run, epoch: int, val_images, val_masks, train_means: dict, see
     if run.cfg.collapse_db and run.mean_fill_psnr is None:
         run.mean_fill_psnr = float(evaluate_baseline(mean_fill, val_images, val_masks)["psnr"].mean())
         print(f"collapse guard: mean fill scores {run.mean_fill_psnr:.2f} dB on the validation holes", flush=True)
-    if state.d is not None:
+    if state.gan is not None:
         state.d.eval()
-        critic = functools.partial(adversarial_part(run.cfg).scores, state.d)
+        critic = functools.partial(state.gan.scores, state.d)
     val = evaluate_generator(state.g_ema if state.g_ema is not None else state.g, val_images, val_masks, run.rt,
                              run.cfg.batch_size, critic=critic, keep_outputs=True)
     if run.lpips is not None:  # the first images, the same every epoch
         k = min(run.cfg.val_lpips_images, len(val_images))
         with torch.no_grad():
             val["lpips"] = run.lpips(from_unit_range(val["composite"][:k]), to_model_range(val_images[:k]))
-    gan = {f"val_{k}": val[k] for k in ("gan_g", "gan_d") if k in val}  # with the discriminator only
+    gan = {f"val_{k}": val[k] for k in ("gan_g", "gan_d")} if state.gan is not None else {}
     row = {"epoch": epoch + 1, **train_means, **gan,
            **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr", "seam", "lpips") if k in val},
            "train_images_per_s": seen * run.dist.world / seconds, "seconds": seconds}

@@ -139,25 +139,45 @@ def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters:
     missing data, which smooth the coarse blocks into a membrane across the hole: `iters` sweeps on
     the coarse levels (cheap, they are small), `fine_iters` on the two finest (most of the cost).
     Exact on flat colours; within 0.3 grey levels on linear ramps under 6-12 px strokes. Computed in fp32 NCHW
-    with no gradient (it has no parameters). image: B, C, H, W; mask: B, 1, H, W (1 = hole) or B, C, H, W (a
-    hole per channel). Returns B, C, H, W in the image's memory format.
+    with no gradient (it has no parameters). image: B, C, H, W; mask: B, 1, H, W (1 = hole). Returns B, C, H, W
+    in the image's memory format.
     """
-    fmt = torch.channels_last if image.dim() == 4 and image.is_contiguous(memory_format=torch.channels_last) \
-        and not image.is_contiguous() else torch.contiguous_format
-    image = image.float().contiguous()
-    known = 1 - mask.float().contiguous()
-    sums, weights = [image * known], [known]
-    for _ in range(levels):  # push: B, C, H/2^l, W/2^l (ceil, so odd sizes lose nothing)
-        sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True, count_include_pad=False))
-        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True, count_include_pad=False))
-    fill = sums[-1] / weights[-1].clamp_min(1e-6)
-    fill = torch.where(weights[-1] > 0, fill, fill.mean(dim=(2, 3), keepdim=True))  # nothing known at all
+    (fill,) = push_pull([(image.float().contiguous(), 1 - mask.float().contiguous(), (iters, fine_iters))], levels)
+    return fill.contiguous(memory_format=memory_format_of(image))
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when x is stored so (and not also plain contiguous, as 1-channel or 1x1 tensors are)."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+@torch.no_grad()
+def push_pull(layers: list, levels: int = 5) -> list:
+    """Push-pull fills of several layers over one pyramid (one pooling and one resampling per level for all).
+
+    layers: [(values B, C, H, W fp32, known B, 1, H, W in [0, 1], (coarse sweeps, fine sweeps))], each with its
+    own holes; returns each layer's values with its holes filled (see smooth_fill; (0, 0) = no sweeps)."""
+    width = [v.shape[1] for v, _, _ in layers]
+    stacked = torch.cat([v * k for v, k, _ in layers] + [k for _, k, _ in layers], dim=1)  # B, sum C + layers, H, W
+    pyramid = [stacked]
+    for _ in range(levels):  # push: B, ., H/2^l, W/2^l (ceil, so odd sizes lose nothing)
+        pyramid.append(F.avg_pool2d(pyramid[-1], 2, ceil_mode=True, count_include_pad=False))
+
+    def parts(level: int) -> list:  # [(sums, weights)] of every layer at a level
+        sums = pyramid[level][:, :sum(width)].split(width, dim=1)
+        return list(zip(sums, pyramid[level][:, sum(width):].split(1, dim=1)))
+
+    fills = []
+    for s, w in parts(levels):
+        fill = s / w.clamp_min(1e-6)
+        fills.append(torch.where(w > 0, fill, fill.mean(dim=(2, 3), keepdim=True)))  # nothing known at all
     for level in range(levels - 1, -1, -1):  # pull, coarse to fine
-        s, w = sums[level], weights[level]
-        up = F.interpolate(fill, size=s.shape[-2:], mode="bilinear", align_corners=False)
-        fill = torch.addcmul(s, 1 - w, up)  # = w * (known mean) + (1 - w) * upsampled estimate
-        fill = _relax(fill, w < 1, fine_iters if level < 2 else iters)
-    return fill.contiguous(memory_format=fmt)
+        size = pyramid[level].shape[-2:]
+        ups = F.interpolate(torch.cat(fills, dim=1), size=size, mode="bilinear", align_corners=False).split(width, dim=1)
+        fills = [_relax(torch.addcmul(s, 1 - w, up), w < 1, sweeps[level < 2])  # w * known mean + (1 - w) * estimate
+                 for (s, w), up, (_, _, sweeps) in zip(parts(level), ups, layers)]
+    return fills
 
 
 def _relax(fill: torch.Tensor, free: torch.Tensor, sweeps: int) -> torch.Tensor:
@@ -170,7 +190,7 @@ def _relax(fill: torch.Tensor, free: torch.Tensor, sweeps: int) -> torch.Tensor:
         return fill
     h, w = fill.shape[-2:]
     r0, r1, c0, c1 = 0, h, 0, w
-    if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+    if h * w > 64 * 64 and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):  # small: sweep it all
         rows = torch.nonzero(free.flatten(0, 1).any(dim=2).any(dim=0)).flatten()  # host sync: CPU work anyway
         cols = torch.nonzero(free.flatten(0, 1).any(dim=1).any(dim=0)).flatten()
         if len(rows) == 0:
@@ -237,15 +257,15 @@ def prefill_and_gate(image: torch.Tensor, mask: torch.Tensor, tau: float) -> tup
 
 
 def _prefill_and_gate(image: torch.Tensor, mask: torch.Tensor, tau: float) -> tuple:
-    fill = smooth_fill(image, mask)
+    colours = (image.contiguous(), 1 - mask, (8, 2))
     if tau <= 0:
-        return fill, None
+        return push_pull([colours])[0], None
     r = CURVATURE_REACH
     frame = F.pad(torch.zeros_like(mask[..., r:-r, r:-r]), (r,) * 4, value=1.0)  # curvature there reads padding
-    unread = ((_box(mask, r) > 0).float() + frame).clamp(max=1)  # pixels whose curvature reads the hole or padding
-    c = smooth_fill(curvature(image) * (1 - unread), unread, iters=0, fine_iters=0)  # B, 1, H, W
+    read = 1 - ((_box(mask, r) > 0).float() + frame).clamp(max=1)  # pixels whose curvature reads neither hole nor padding
+    fill, c = push_pull([colours, (curvature(image), read, (0, 0))])  # B, 3, H, W; B, 1, H, W
     c = _box(c, 2) / _box(torch.ones_like(c), 2)  # the 5x5 average (fewer cells at the border)
-    return fill, c / (c + tau)
+    return fill.contiguous(memory_format=memory_format_of(image)), c / (c + tau)
 
 
 

@@ -36,6 +36,7 @@ from checkpoints import build_discriminator, build_generator, model_args  # noqa
 from config import (DATA_ENV, Config, Runtime, build_parser, choose_runtime, device_description,  # noqa: E402
                     resolve_config)
 from dataset import ImageFiles, ImageSource, epoch_order, image_root, open_splits, split_files  # noqa: E402
+from losses import adversarial_part  # noqa: E402
 from main import train_step, training_input  # noqa: E402
 from masks import draw_mask, rng_for  # noqa: E402
 from models import describe, inpaint  # noqa: E402
@@ -122,18 +123,18 @@ def data_scale(data_dir: str, steps: int, device: str) -> dict:
     source = open_splits(cfg, split, ("train", "val"))["train"]
     opened = time.perf_counter() - start
     batches = source.batches(epoch_order(len(source), cfg.seed, 0), cfg.batch_size, True)
-    g, d, opts = build(cfg, rt)
+    g, train = build(cfg, rt)
 
     def data_step(step):  # what main.py does per step: next batch (decoded on first use), holes, crop, step
         x, m = training_input(cfg, rt, next(batches), rng_for(cfg.seed, 0, step))
-        train_step(x, m, (g, d), opts, cfg, rt)
+        train(x, m)
         return x, m
 
     x, m = data_step(0)  # warm-up
     pure = with_data = 0.0
     for s in range(steps):
         t = time.perf_counter()
-        train_step(x, m, (g, d), opts, cfg, rt)
+        train(x, m)
         sync(rt)
         pure += time.perf_counter() - t
         t = time.perf_counter()
@@ -146,14 +147,16 @@ def data_scale(data_dir: str, steps: int, device: str) -> dict:
             "first_epoch_img_s": n / with_data, "fraction_of_step_rate": pure / with_data}
 
 
-def build(cfg: Config, rt: Runtime):
-    """Generator, discriminator (None without the GAN) and their optimizers, as main.py builds them."""
+def build(cfg: Config, rt: Runtime) -> tuple:
+    """(generator, step): the generator and, with the discriminator (only with the GAN) and both optimizers
+    built as main.py builds them, step(x, m), one training step of the recipe."""
     torch.manual_seed(cfg.seed)
     g = build_generator(cfg).to(rt.device, memory_format=rt.memory_format())
-    d = build_discriminator(cfg).to(rt.device, memory_format=rt.memory_format()) if cfg.w_adv > 0 else None
+    gan = adversarial_part(cfg)
+    d = build_discriminator(cfg).to(rt.device, memory_format=rt.memory_format()) if gan is not None else None
     opts = (torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
             torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)) if d is not None else None)
-    return g, d, opts
+    return g, lambda x, m: train_step(x, m, (g, d), opts, gan, cfg, rt)
 
 
 def inference_pair(cfg: Config, size: int, rt: Runtime) -> tuple:
@@ -168,7 +171,7 @@ def flops_per_image(cfg: Config, batch_u8: torch.Tensor) -> dict:
     """Forward FLOPs of the generator on whole images (INFER_SIZES) and of one training step (forward +
     backward of everything the step runs) per image it trains on."""
     rt = choose_runtime("cpu", "fp32", False)
-    g, d, opts = build(cfg, rt)
+    g, train = build(cfg, rt)
     out = {}
     for size in INFER_SIZES:
         x, m = inference_pair(cfg, size, rt)
@@ -177,7 +180,7 @@ def flops_per_image(cfg: Config, batch_u8: torch.Tensor) -> dict:
         out[f"inference_{size}_gflop"] = fc.get_total_flops() / 1e9
     x, m = training_input(cfg, rt, batch_u8[:2], rng_for(cfg.seed))
     with FlopCounterMode(display=False) as fc:
-        train_step(x, m, (g, d), opts, cfg, rt)
+        train(x, m)
     out["train_step_gflop"] = fc.get_total_flops() / 2 / 1e9
     return out
 
@@ -187,15 +190,14 @@ class Variant:
 
     def __init__(self, name: str, cfg: Config, rt: Runtime, source: ImageSource):
         self.name, self.cfg, self.rt = name, cfg, rt
-        g, d, self.opts = build(cfg, rt)
-        self.nets = (g, d)
+        self.g, self.train = build(cfg, rt)
         self.batches = source.batches(torch.arange(len(source)).repeat(1000), cfg.batch_size, True)
         self.fixed = training_input(cfg, rt, next(self.batches), rng_for(cfg.seed, 0))
         self.pairs = {s: inference_pair(cfg, s, rt) for s in INFER_SIZES}
         self.seconds = {k: 0.0 for k in ("step", "data", *(f"infer_{s}" for s in INFER_SIZES))}
         self.count = dict.fromkeys(self.seconds, 0)
         self.step_count = 0
-        train_step(*self.fixed, self.nets, self.opts, cfg, rt)  # warm-up (allocator, oneDNN primitive caches)
+        self.train(*self.fixed)  # warm-up (allocator, oneDNN primitive caches)
         self.infer(1)
 
     def timed(self, key: str, n: int, fn):
@@ -208,7 +210,7 @@ class Variant:
         self.count[key] += n
 
     def infer(self, n: int):
-        g = self.nets[0].eval()
+        g = self.g.eval()
         with torch.no_grad(), self.rt.autocast():
             for size, (x, m) in self.pairs.items():
                 self.timed(f"infer_{size}", n, lambda: inpaint(g, x, m))
@@ -217,10 +219,10 @@ class Variant:
     def data_step(self):
         self.step_count += 1
         x, m = training_input(self.cfg, self.rt, next(self.batches), rng_for(self.cfg.seed, 1, self.step_count))
-        train_step(x, m, self.nets, self.opts, self.cfg, self.rt)
+        self.train(x, m)
 
     def round(self, steps: int, infer_reps: int):
-        self.timed("step", steps, lambda: train_step(*self.fixed, self.nets, self.opts, self.cfg, self.rt))
+        self.timed("step", steps, lambda: self.train(*self.fixed))
         self.timed("data", steps, self.data_step)
         self.infer(infer_reps)
 

@@ -7,7 +7,7 @@ import torch
 from checkpoints import build_discriminator, build_generator
 from config import Config, choose_runtime
 from losses import RECONSTRUCTION, Adversarial, adversarial_part
-from main import (adversarial_weight, backward_and_step, collapse_message, discriminator_step, generator_step,
+from main import (adversarial_scale, backward_and_step, collapse_message, discriminator_step, generator_step,
                   train_step)
 from models import inpaint
 
@@ -50,7 +50,7 @@ def test_generator_step_moves_only_the_generator_and_never_grads_the_discriminat
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
     raw, composite = inpaint(g, x, m)
     out = generator_step(Adversarial(cfg), d, torch.optim.Adam(g.parameters(), lr=1e-3), raw, composite, x, m, cfg, rt,
-                         cfg.w_adv)
+                         1.0)
     assert set(out) == {"gan_g", *(["fm"] if cfg.w_fm else []), *RECONSTRUCTION} and out["gan_g"] > 0
     assert float(out.get("fm", 1)) > 0
     assert not same(g, g0) and same(d, d0)
@@ -60,7 +60,7 @@ def test_generator_step_moves_only_the_generator_and_never_grads_the_discriminat
 def test_without_the_gan_there_is_no_discriminator_step():
     cfg, g, _, x, m, rt = setup(w_adv=0.0)
     g0 = copy.deepcopy(g)
-    out = train_step(x, m, (g, None), (torch.optim.Adam(g.parameters(), lr=1e-3), None), cfg, rt)
+    out = train_step(x, m, (g, None), (torch.optim.Adam(g.parameters(), lr=1e-3), None), None, cfg, rt)
     assert set(out) == set(RECONSTRUCTION) and not same(g, g0)
 
 
@@ -70,7 +70,7 @@ def test_without_the_gan_the_state_has_no_discriminator_and_reads_old_checkpoint
     from main import build_state
     cfg, _, _, _, _, rt = setup(w_adv=0.0)
     state = build_state(cfg, rt, Distributed("cpu"), None)
-    assert state.d is None and state.opt_d is None
+    assert state.d is None and state.opt_d is None and state.gan is None
     saved = state.state_dict()
     assert "discriminator" not in saved and "opt_d" not in saved
     # a checkpoint written when every run built a discriminator still resumes
@@ -83,14 +83,28 @@ def test_before_the_adversarial_term_starts_the_discriminator_rests():
     cfg, g, d, x, m, rt = setup()
     d0 = copy.deepcopy(d)
     opts = (torch.optim.Adam(g.parameters(), lr=1e-3), torch.optim.Adam(d.parameters(), lr=1e-3))
-    out = train_step(x, m, (g, d), opts, cfg, rt, w_adv=0.0)
+    out = train_step(x, m, (g, d), opts, Adversarial(cfg), cfg, rt, adv_scale=0.0)
     assert float(out["gan_g"]) == 0 and float(out["gan_d"]) == 0 and same(d, d0)
 
 
-def test_adversarial_weight_waits_then_ramps():
+def test_adversarial_scale_waits_then_ramps():
     cfg = Config(w_adv=0.1, adv_start=0.2, adv_ramp=0.4)
-    assert [round(adversarial_weight(cfg, p), 6) for p in (0.0, 0.19, 0.2, 0.4, 0.6, 0.9)] == [0, 0, 0, 0.05, 0.1, 0.1]
-    assert adversarial_weight(Config(w_adv=0.3, adv_start=0.0, adv_ramp=0.0), 0.0) == 0.3  # no warm-up: on from the first step
+    assert [round(adversarial_scale(cfg, p), 6) for p in (0.0, 0.19, 0.2, 0.4, 0.6, 0.9)] == [0, 0, 0, 0.5, 1, 1]
+    assert adversarial_scale(Config(w_adv=0.3, adv_start=0.0, adv_ramp=0.0), 0.0) == 1  # no warm-up: on from the first step
+
+
+def test_the_gan_is_built_once_with_the_state_and_the_run_follows_it():
+    """build_state decides the GAN (with its discriminator) once; the step, its logged keys and validation
+    use that object rather than asking the config again."""
+    from distributed import Distributed
+    from main import build_state, train_keys
+    cfg, _, _, x, m, rt = setup()
+    state = build_state(cfg, rt, Distributed("cpu"), None)
+    assert isinstance(state.gan, Adversarial) and state.d is not None
+    out = train_step(x, m, (state.g, state.d), (state.opt_g, state.opt_d), state.gan, cfg, rt)
+    assert set(out) == set(train_keys(state.gan)) and "gan_g" in out
+    out = train_step(x, m, (state.g, None), (state.opt_g, None), None, cfg, rt)  # the same config, no GAN given
+    assert set(out) == set(train_keys(None)) == set(RECONSTRUCTION)
 
 
 def critique(fake_logits, real_logits, fakeness):
