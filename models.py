@@ -180,17 +180,30 @@ def push_pull(layers: list, levels: int = 5) -> list:
     return fills
 
 
+def _neighbours(h: int, w: int, radius: int, crop: tuple, like: torch.Tensor) -> torch.Tensor:
+    """1, 1, r1 - r0, c1 - c0: how many pixels of an h x w image lie in each crop pixel's (2 radius + 1)^2
+    neighbourhood (what _box sums over): the product of a row count and a column count, no image-sized work."""
+    r0, r1, c0, c1 = crop
+
+    def count(start: int, stop: int, size: int) -> torch.Tensor:
+        i = torch.arange(start, stop, device=like.device)
+        return ((i + radius).clamp(max=size - 1) - (i - radius).clamp(min=0) + 1).to(like.dtype)
+    return (count(r0, r1, h)[:, None] * count(c0, c1, w)[None, :])[None, None]
+
+
 def _relax(fill: torch.Tensor, free: torch.Tensor, sweeps: int) -> torch.Tensor:
     """`sweeps` Jacobi sweeps (each free cell takes its 3x3 neighbours' mean) over the free cells of fill.
 
     Only the box around the batch's free cells, one cell wider, is swept: cells outside it never change and a
     free cell's neighbours all lie inside it, so the result is the whole image's, at a fraction of the cost
-    for small holes (the whole image when tracing for export, where crops cannot depend on the data)."""
+    for small holes (the whole image when traced for export or compiled, where nothing may depend on the data
+    or the size)."""
     if sweeps == 0:
         return fill
     h, w = fill.shape[-2:]
     r0, r1, c0, c1 = 0, h, 0, w
-    if h * w > 64 * 64 and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):  # small: sweep it all
+    traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+    if not traced and h * w > 64 * 64:  # a small level is swept whole
         rows = torch.nonzero(free.flatten(0, 1).any(dim=2).any(dim=0)).flatten()  # host sync: CPU work anyway
         cols = torch.nonzero(free.flatten(0, 1).any(dim=1).any(dim=0)).flatten()
         if len(rows) == 0:
@@ -201,9 +214,12 @@ def _relax(fill: torch.Tensor, free: torch.Tensor, sweeps: int) -> torch.Tensor:
     free = free[crop].to(fill.dtype)
     part = fill[crop]
     fixed = part * (1 - free)
-    step = free / _box(torch.ones_like(free))  # a free cell's neighbours in the image (all inside the crop)
+    # the 3x3 sum: one pooling op on small levels (fastest there), shifted adds on large ones
+    small = not traced and (r1 - r0) * (c1 - c0) <= 48 * 48
+    neighbours, scale = ((lambda t: F.avg_pool2d(t, 3, 1, 1)), 9.0) if small else (_box, 1.0)
+    step = free * scale / _neighbours(h, w, radius=1, crop=(r0, r1, c0, c1), like=free)  # B, C, crop h, crop w
     for _ in range(sweeps):
-        part = torch.addcmul(fixed, step, _box(part))
+        part = torch.addcmul(fixed, step, neighbours(part))
     if (r0, r1, c0, c1) == (0, h, 0, w):
         return part
     fill = fill.clone()
@@ -264,7 +280,8 @@ def _prefill_and_gate(image: torch.Tensor, mask: torch.Tensor, tau: float) -> tu
     frame = F.pad(torch.zeros_like(mask[..., r:-r, r:-r]), (r,) * 4, value=1.0)  # curvature there reads padding
     read = 1 - ((_box(mask, r) > 0).float() + frame).clamp(max=1)  # pixels whose curvature reads neither hole nor padding
     fill, c = push_pull([colours, (curvature(image), read, (0, 0))])  # B, 3, H, W; B, 1, H, W
-    c = _box(c, 2) / _box(torch.ones_like(c), 2)  # the 5x5 average (fewer cells at the border)
+    h, w = c.shape[-2:]
+    c = _box(c, 2) / _neighbours(h, w, radius=2, crop=(0, h, 0, w), like=c)  # the 5x5 average (fewer at the border)
     return fill.contiguous(memory_format=memory_format_of(image)), c / (c + tau)
 
 
