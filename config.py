@@ -57,7 +57,7 @@ class Config:
     blocks: int = F(8, "dilated: residual blocks (dilations 1, 2, 4, 8, ...) at 1/8 resolution")
     attention: bool = F(True, "self-attention at 1/8 resolution in the generator")
     prefill: bool = F(True, "fill holes with a cheap smooth (push-pull) fill and predict a zero-initialised correction to it (--no-prefill: colours from scratch)")
-    gate: float = F(0.0, "with --prefill: scale the network's correction by c / (c + gate), c the hole's surroundings' curvature, so flat colours and ramps keep the exact fill (0 = no gate)")
+    gate: float = F(0.01, "with --prefill: scale the network's correction by c / (c + gate), c the hole's surroundings' curvature, so flat colours and ramps keep the exact fill (0 = no gate)")
     init_from: str = F("", "start the generator (and its moving average) from this checkpoint's weights, e.g. weights/generator.pt for a fine-tune")
     branch_from: str = F("", "start as a copy of this run checkpoint (networks, optimizers, step, history, split) and go on under this config, e.g. a reconstruction-only twin with --w-adv 0")
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
@@ -75,7 +75,7 @@ class Config:
     w_edge: float = F(10.0, "weight of the Sobel edge loss")
     w_ssim: float = F(1.0, "weight of the 1 - SSIM loss")
     w_l2: float = F(1000.0, "weight of the mean squared error (the loss PSNR measures)")
-    w_seam: float = F(0.0, "weight of the seam loss: the edge the composite draws along the hole's border beyond the photo's")
+    w_seam: float = F(100.0, "weight of the seam loss: the edge the composite draws along the hole's border beyond the photo's")
     loss_region: str = F("hole_ring", "where reconstruction losses look: hole_ring (hole + context ring) or whole (every pixel)")
     # --- optimisation ---
     epochs: int = F(7, "passes over the training split (7 of CelebA's 16,903 training faces: ~2.6 h on a 2-core Xeon in fp32)")
@@ -256,11 +256,11 @@ class ConfigError(UserError, ValueError):
 
 # Fields added after runs had been saved, with the value those runs had: a run from before the architecture
 # switch is a U-Net trained on whole images, with the seed's discriminator.
-SAVED_BEFORE = {"prefill": False, "gate": 0.0, "arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask_blur": 0.0, "w_fm": 0.0}
+SAVED_BEFORE = {"prefill": False, "gate": 0.0, "w_seam": 0.0, "arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask_blur": 0.0, "w_fm": 0.0}
 
 # Presets change only what differs from the field defaults (the default recipe, chosen on the
 # validation split: docs/experiments.md). The seed's recipe as written is kept as its own preset.
-SEED_RECIPE = {"arch": "unet", "prefill": False, "gate": 0.0, "crop": 0, "d_layers": 2, "d_norm": "batch", "d_mask": False, "mask_blur": 0.0, "w_fm": 0.0,
+SEED_RECIPE = {"arch": "unet", "prefill": False, "gate": 0.0, "w_seam": 0.0, "crop": 0, "d_layers": 2, "d_norm": "batch", "d_mask": False, "mask_blur": 0.0, "w_fm": 0.0,
                "adv_start": 0.0, "adv_ramp": 0.0, "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
                "ema": 0.0, "epochs": 20, "best_metric": "ssim"}
 PRESETS = {

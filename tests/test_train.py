@@ -38,7 +38,7 @@ def test_checkpoint_rebuilds_the_generator_from_its_own_config(tiny_run):
 def test_runs_saved_before_the_architecture_switch_load_as_u_nets(tiny_run):
     from checkpoints import saved_config, saved_model_args
     old = load_checkpoint(os.path.join(tiny_run[0], "last.pt"))  # as an old run: no arch, crop, model_args
-    old["config"] = {k: v for k, v in old["config"].items() if k not in ("arch", "crop", "width", "blocks", "prefill")}
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("arch", "crop", "width", "blocks", "prefill", "gate", "w_seam")}
     old["config"]["nf"] = 8
     old.pop("model_args")
     assert saved_model_args(old) == {"arch": "unet", "nf": 8, "attention": True, "prefill": False, "gate": 0.0}
@@ -48,7 +48,7 @@ def test_runs_saved_before_the_architecture_switch_load_as_u_nets(tiny_run):
 def test_generator_loads_from_model_args_even_after_a_config_field_is_renamed(tiny_run):
     from checkpoints import SHIPPED_WEIGHTS
     ckpt = load_checkpoint(os.path.join(tiny_run[0], "best.pt"))
-    assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": True, "gate": 0.0}
+    assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": True, "gate": 0.01}
     ckpt["config"] = {**{k: v for k, v in ckpt["config"].items() if k not in ("width", "arch")}, "renamed_field": 1}
     g, _ = generator_from_checkpoint(ckpt)  # width comes from model_args; the unknown field is dropped
     assert g.stem[1].out_channels == 8
@@ -271,8 +271,8 @@ def test_loss_balance_reports_every_generator_term_and_its_weighted_gradient(tin
     from masks import training_masks, rng_for
     proc = run_script("tools/loss_balance.py", os.path.join(tiny_run[0], "last.pt"), "--data-dir", faces_dir,
                       "--batches", "1")
-    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if re.match(r"\| (l1|edge|ssim_loss|l2|gan_g) ", line)]
-    assert [r[0].strip() for r in rows] == ["l1", "edge", "ssim_loss", "l2", "gan_g"]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if re.match(r"\| (l1|edge|ssim_loss|l2|seam|gan_g) ", line)]
+    assert [r[0].strip() for r in rows] == ["l1", "edge", "ssim_loss", "l2", "seam", "gan_g"]
     assert abs(sum(float(r[4].strip(" %")) for r in rows) - 100) < 0.5
     spec = importlib.util.spec_from_file_location("loss_balance", os.path.join(ROOT, "tools", "loss_balance.py"))
     tool = importlib.util.module_from_spec(spec)
