@@ -129,8 +129,12 @@ def _box(x: torch.Tensor, radius: int = 1) -> torch.Tensor:
     return out
 
 
+SWEEPS = (8, 2)  # smooth_fill's Jacobi sweeps per pull level: (coarse levels, the two finest)
+
+
 @torch.no_grad()
-def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters: int = 8, fine_iters: int = 2) -> torch.Tensor:
+def smooth_fill(image: torch.Tensor, mask: torch.Tensor, levels: int = 5, iters: int = SWEEPS[0],
+                fine_iters: int = SWEEPS[1]) -> torch.Tensor:
     """A cheap smooth (near-harmonic) fill of the holes, any mask shape; known pixels unchanged.
 
     Push-pull over an image pyramid: known pixels are averaged down `levels` times (holes count
@@ -245,6 +249,9 @@ def network_input(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> 
     return torch.cat([image * (1 - mask), mask], dim=1), None
 
 
+CURVATURE_REACH = 2
+
+
 def curvature(x: torch.Tensor) -> torch.Tensor:
     """B, 1, H, W: |Laplacian| of the channel mean after a 3x3 average (which quiets JPEG noise and the
     rounding steps of a ramp); 0 on flat colours and linear ramps. Edges are replicated. A pixel's value reads
@@ -255,17 +262,14 @@ def curvature(x: torch.Tensor) -> torch.Tensor:
     return (s[..., :-2, 1:-1] + s[..., 2:, 1:-1] + s[..., 1:-1, :-2] + s[..., 1:-1, 2:] - 4 * centre).abs()
 
 
-CURVATURE_REACH = 2
-
-
 @torch.no_grad()
 def prefill_and_gate(image: torch.Tensor, mask: torch.Tensor, tau: float) -> tuple:
     """(smooth_fill of the holes, B, 3, H, W fp32; the context gate, B, 1, H, W, or None when tau is 0).
 
     The gate, in [0, 1): how much of the network's correction a pixel takes, c / (c + tau), where c is the
     curvature of the surroundings: the curvature of known pixels whose reach holds no hole pixel, carried into
-    the hole (and the band around it, and the image's frame) by a plain push-pull (no sweeps: a gate need not be smooth, only cheap),
-    then 5x5 averaged. 0 where the hole is ringed by a flat colour or a ramp, which the fill already copies
+    the hole (and the band around it, and the image's frame) by a plain push-pull on the colours' pyramid (no
+    sweeps: a gate need not be smooth, only cheap), then 5x5 averaged. 0 where the hole is ringed by a flat colour or a ramp, which the fill already copies
     exactly, so nothing the network adds can tint it; near 1 beside texture and features. Hole pixels never
     enter either."""
     with torch.autocast(image.device.type, enabled=False):  # fp32 throughout: autocast would cast every resample
@@ -273,12 +277,13 @@ def prefill_and_gate(image: torch.Tensor, mask: torch.Tensor, tau: float) -> tup
 
 
 def _prefill_and_gate(image: torch.Tensor, mask: torch.Tensor, tau: float) -> tuple:
-    colours = (image.contiguous(), 1 - mask, (8, 2))
     if tau <= 0:
-        return push_pull([colours])[0], None
+        return smooth_fill(image, mask), None
     r = CURVATURE_REACH
     frame = F.pad(torch.zeros_like(mask[..., r:-r, r:-r]), (r,) * 4, value=1.0)  # curvature there reads padding
+    # the hole grown by r, as masks.dilate does, but a box sum > 0 here: ~6x faster than max_pool2d on the CPU
     read = 1 - ((_box(mask, r) > 0).float() + frame).clamp(max=1)  # pixels whose curvature reads neither hole nor padding
+    colours = (image.contiguous(), 1 - mask, SWEEPS)
     fill, c = push_pull([colours, (curvature(image), read, (0, 0))])  # B, 3, H, W; B, 1, H, W
     h, w = c.shape[-2:]
     c = _box(c, 2) / _neighbours(h, w, radius=2, crop=(0, h, 0, w), like=c)  # the 5x5 average (fewer at the border)
