@@ -70,6 +70,7 @@ class Config:
     adv_start: float = F(0.572, "fraction of the run trained on reconstruction alone before the adversarial terms start (default: the first 4 of 7 epochs)")
     adv_ramp: float = F(0.1, "fraction of the run over which the adversarial weights then rise linearly to theirs")
     w_fm: float = F(100.0, "weight of feature matching on the discriminator's features (LaMa); a GAN term: off with w_adv 0")
+    gan_hole_weight: float = F(1.0, "once the GAN is on, the pixel losses' weight on hole pixels (ring pixels: 1), reached along the adversarial ramp; 0 leaves the fill to the GAN terms and the seam (LaMa); the twin keeps 1")
     w_r1: float = F(0.0, "weight of the R1 gradient penalty on the discriminator's real images; a GAN term: off with w_adv 0")
     w_l1: float = F(100.0, "weight of the L1 reconstruction loss")
     w_edge: float = F(10.0, "weight of the Sobel edge loss")
@@ -172,7 +173,7 @@ class Config:
              f"leaves no patch on a {seen} px training image: lower it or raise --crop / --image-size")
 
     def _check_training(self, need, errors: list):
-        for w in ("w_adv", "w_fm", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "w_seam", "mask_blur", "gate"):
+        for w in ("w_adv", "w_fm", "gan_hole_weight", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "w_seam", "mask_blur", "gate"):
             need(math.isfinite(getattr(self, w)) and getattr(self, w) >= 0, w, "must be a finite number >= 0")
         need(self.w_l1 + self.w_edge + self.w_ssim + self.w_l2 > 0, "w_l1", "at least one reconstruction loss weight must be > 0")
         need(self.loss_region in ("hole_ring", "whole"), "loss_region", "must be hole_ring or whole")

@@ -143,12 +143,21 @@ def reconstruction_region(cfg: Config, mask: torch.Tensor) -> torch.Tensor:
     return dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
 
 
+def reconstruction_weights(cfg: Config, mask: torch.Tensor, adv_scale: float) -> torch.Tensor:
+    """B, 1, H, W: the reconstruction region, its hole pixels weighted down towards cfg.gan_hole_weight as the
+    adversarial schedule rises (called only with the GAN on: the twin keeps the full pixel loss)."""
+    hole_weight = 1.0 + adv_scale * (cfg.gan_hole_weight - 1.0)
+    region = reconstruction_region(cfg, mask)
+    return region if hole_weight == 1.0 else region - (1.0 - hole_weight) * mask * region
+
+
 def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, mask, cfg: Config, rt, adv_scale: float,
                    finite=all_finite) -> "dict | None":
     """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus,
     with the GAN, its generator terms at adv_scale (the schedule's share, 0-1) of their configured weights.
     Returns the detached logged values, or None when the loss was NaN/inf (then nothing changed)."""
-    loss_g, values = reconstruction_losses(raw, batch, reconstruction_region(cfg, mask), mask, cfg)
+    region = reconstruction_region(cfg, mask) if gan is None else reconstruction_weights(cfg, mask, adv_scale)
+    loss_g, values = reconstruction_losses(raw, batch, region, mask, cfg)
     if gan is not None:
         adv = {k: torch.zeros((), device=batch.device) for k in gan.g_terms}
         if adv_scale > 0:

@@ -6,9 +6,10 @@ import torch
 
 from checkpoints import build_discriminator, build_generator
 from config import Config, choose_runtime
-from losses import RECONSTRUCTION, Adversarial, adversarial_part
+from losses import RECONSTRUCTION, Adversarial, adversarial_part, reconstruction_losses
+from masks import dilate
 from main import (adversarial_scale, backward_and_step, collapse_message, discriminator_step, generator_step,
-                  train_step)
+                  reconstruction_region, reconstruction_weights, train_step)
 from models import inpaint
 
 
@@ -91,6 +92,21 @@ def test_adversarial_scale_waits_then_ramps():
     cfg = Config(w_adv=0.1, adv_start=0.2, adv_ramp=0.4)
     assert [round(adversarial_scale(cfg, p), 6) for p in (0.0, 0.19, 0.2, 0.4, 0.6, 0.9)] == [0, 0, 0, 0.5, 1, 1]
     assert adversarial_scale(Config(w_adv=0.3, adv_start=0.0, adv_ramp=0.0), 0.0) == 1  # no warm-up: on from the first step
+
+
+def test_gan_hole_weight_fades_the_hole_pixels_along_the_ramp_and_only_there():
+    cfg, g, d, x, m, rt = setup(gan_hole_weight=0.0)
+    region = reconstruction_region(cfg, m)
+    ring = region * (1 - m)
+    assert torch.equal(reconstruction_weights(cfg, m, 0.0), region)  # before the GAN: the full pixel loss
+    assert torch.allclose(reconstruction_weights(cfg, m, 0.5), ring + 0.5 * m)
+    assert torch.equal(reconstruction_weights(cfg, m, 1.0), ring)  # the fill is left to the GAN terms
+    # what the optimiser sees: the hole's interior (3+ px in, beyond the seam's and edges' reach) is left alone
+    raw, _ = inpaint(g, x, m)
+    interior = (m - dilate(1 - m, 2)).clamp_min(0).expand_as(x) > 0
+    grad = [torch.autograd.grad(reconstruction_losses(raw, x, reconstruction_weights(cfg, m, s), m, cfg)[0], raw)[0]
+            for s in (0.0, 1.0)]
+    assert grad[1][interior].abs().max() < grad[0][interior].abs().max() / 10
 
 
 def test_the_gan_is_built_once_with_the_state_and_the_run_follows_it():

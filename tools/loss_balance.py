@@ -1,6 +1,6 @@
 """Which loss term drives the generator's fill: each term's gradient on the generator's output, in the holes.
 
-    python tools/loss_balance.py RUN/last.pt --data-dir ../shared/celeba [--batches 4] [--w-adv 10] [--w-seam 300]
+    python tools/loss_balance.py RUN/last.pt --data-dir ../shared/celeba [--batches 4] [--w-adv 10] [--w-seam 300] [--gan-hole-weight 0]
 
 For training batches drawn as main.py draws them (augmentation, holes, crops), the checkpoint's generator
 (not its moving average: the weights the optimizer moves) and discriminator, it prints for every generator
@@ -20,7 +20,7 @@ from checkpoints import build_discriminator, load_generator, upgrade_discriminat
 from config import ConfigError, UserError, choose_runtime  # noqa: E402
 from dataset import open_splits, resolve_data_dir, split_files  # noqa: E402
 from losses import NEEDS_REAL_FEATURES, RECONSTRUCTION, adversarial_part, reconstruction_term  # noqa: E402
-from main import reconstruction_region, training_input  # noqa: E402
+from main import reconstruction_region, reconstruction_weights, training_input  # noqa: E402
 from masks import rng_for  # noqa: E402
 from models import composite, inpaint  # noqa: E402
 
@@ -31,10 +31,11 @@ def term_gradients(g, d, cfg, x, m) -> dict:
         raw, _ = inpaint(g, x, m)
     raw = raw.requires_grad_(True)
     filled = composite(raw, x, m)  # B, 3, H, W, built from the leaf so every term's gradient lands on raw
-    region = reconstruction_region(cfg, m)
+    gan = adversarial_part(cfg)
+    # the GAN phase at full strength: its pixel losses weigh the hole by gan_hole_weight
+    region = reconstruction_region(cfg, m) if gan is None else reconstruction_weights(cfg, m, 1.0)
     terms = {name: (getattr(cfg, field), lambda name=name: reconstruction_term(name, raw, x, region, m))
              for name, (field, _) in RECONSTRUCTION.items()}
-    gan = adversarial_part(cfg)
     if gan is not None and d is not None:
         d.requires_grad_(False)
         for name, (weight, fn) in gan.g_terms.items():
@@ -56,13 +57,14 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=4, help="training batches to average over")
     p.add_argument("--w-adv", type=float, default=None, help="the adversarial weight (default: the run's)")
     p.add_argument("--w-seam", type=float, default=None, help="the seam loss's weight (default: the run's)")
+    p.add_argument("--gan-hole-weight", type=float, default=None, help="the pixel losses' weight on hole pixels in the GAN phase (default: the run's)")
     args = p.parse_args(argv)
     try:
         if args.batches < 1:
             raise ConfigError(f"--batches must be >= 1, not {args.batches}")
         g, cfg, ckpt = load_generator(args.checkpoint, average=False)
         cfg.data_dir = resolve_data_dir(args.data_dir, cfg.data_dir)[0]
-        for field in ("w_adv", "w_seam"):
+        for field in ("w_adv", "w_seam", "gan_hole_weight"):
             if getattr(args, field) is not None:
                 setattr(cfg, field, getattr(args, field))
         d = None

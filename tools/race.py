@@ -23,6 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 CLASSICAL = ("biharmonic", "PatchMatch")
+CELL = (("psnr", 2), ("lpips", 4), ("seam", 3), ("detail", 2))  # each cell's metrics and their decimals
+COLUMNS = "PSNR / LPIPS / seam / detail"
 KINDS = "square,boxes,strokes"
 
 
@@ -70,20 +72,19 @@ def steps(run_dir: str) -> list:
 
 
 def table(results: dict, args) -> str:
-    """Markdown: one row per (kind, bucket), hole PSNR / LPIPS / seam per candidate and classical fill."""
+    """Markdown: one row per (kind, bucket), the CELL metrics of each candidate and classical fill."""
     names = list(results)
     first = results[names[0]]["sets"]
     methods = [(n, "ours", results[n]) for n in names] + [(c, c, results[names[0]]) for c in CLASSICAL]
-    head = "| kind | bucket | " + " | ".join(f"{label} PSNR / LPIPS / seam" for label, _, _ in methods) + " |"
+    head = "| kind | bucket | " + " | ".join(f"{label} {COLUMNS}" for label, _, _ in methods) + " |"
     lines = [head, "|" + "---|" * (2 + len(methods))]
     for kind, buckets in first.items():
         for bucket in [b for b in buckets if b != "all"] + ["all"]:
             cells = []
             for _, method, res in methods:
                 m = res["sets"][kind][bucket].get(method, {})
-                psnr, lpips, seam = (m.get(k, {}).get("mean") for k in ("psnr", "lpips", "seam"))
-                cells.append("–" if psnr is None else " / ".join(
-                    f"{v:.{d}f}" for v, d in ((psnr, 2), (lpips, 4), (seam, 3)) if v is not None))
+                values = [(m.get(k, {}).get("mean"), d) for k, d in CELL]
+                cells.append("–" if values[0][0] is None else " / ".join(f"{v:.{d}f}" for v, d in values if v is not None))
             lines.append(f"| {kind} | {'pooled' if bucket == 'all' else bucket} | " + " | ".join(cells) + " |")
     last = {n: (steps(os.path.join(args.out_dir, n)) or [{}])[-1] for n in names}
     seen = [f"{n}: {int(last[n].get('images', 0)):,} images in {float(last[n].get('minutes', 0)):.1f} min" for n in names]
