@@ -114,7 +114,8 @@ def build_generator(cfg: Config) -> torch.nn.Module:
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
-    return Discriminator(nf=cfg.d_nf, in_channels=4 if cfg.d_mask else 3, layers=cfg.d_layers, norm=cfg.d_norm)
+    return Discriminator(nf=cfg.d_nf, in_channels=4 if cfg.d_mask else 3, layers=cfg.d_layers, norm=cfg.d_norm,
+                         scale=cfg.d_scale)
 
 
 # The seed's discriminator as saved before its layers were grouped into blocks (net.K -> net.block.K).

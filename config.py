@@ -62,6 +62,7 @@ class Config:
     branch_from: str = F("", "start as a copy of this run checkpoint (networks, optimizers, step, history, split) and go on under this config, e.g. a reconstruction-only twin with --w-adv 0")
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
     d_layers: int = F(4, "stride-2 layers of the PatchGAN discriminator: its patches are ~22 px at 2, ~94 px at 4 (seed: 2)")
+    d_scale: int = F(1, "the discriminator judges images average-pooled by this factor (1, 2 or 4): 2 hides pixel grain and doubles the face each patch sees")
     d_norm: str = F("spectral", "normalisation in the discriminator: spectral or batch (seed: batch)")
     d_mask: bool = F(True, "the discriminator also sees the mask; only patches touching a hole are labelled fake")
     mask_blur: float = F(4.0, "with --d-mask, soft labels: how fake a patch is = the mask blurred by a Gaussian of this sigma (px); 0 = hard")
@@ -168,9 +169,10 @@ class Config:
         need(not (self.branch_from and self.init_from), "branch_from", "and --init-from both give the starting weights: pass one")
         need(1 <= self.d_layers <= 6, "d_layers", "must be from 1 to 6")
         need(self.d_norm in ("spectral", "batch"), "d_norm", "must be spectral or batch")
-        seen = self.crop or self.image_size  # what the discriminator is shown in training
+        need(self.d_scale in (1, 2, 4), "d_scale", "must be 1, 2 or 4")
+        seen = (self.crop or self.image_size) // self.d_scale  # what the discriminator is shown in training
         need(seen >= 2 ** (self.d_layers + 1) or self.w_adv == 0, "d_layers",
-             f"leaves no patch on a {seen} px training image: lower it or raise --crop / --image-size")
+             f"leaves no patch on a {seen} px training image (after --d-scale): lower it or raise --crop / --image-size")
 
     def _check_training(self, need, errors: list):
         for w in ("w_adv", "w_fm", "gan_hole_weight", "w_r1", "w_l1", "w_edge", "w_ssim", "w_l2", "w_seam", "mask_blur", "gate"):

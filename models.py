@@ -493,10 +493,13 @@ class Discriminator(nn.Module):
     mask). `layers` stride-2 4x4 convolutions (channels nf, 2nf, ... up to 8nf), then a 4x4 one to a logit.
     The seed's is layers=2, BatchNorm (35,553 parameters at nf 32, ~22 px patches); layers=4 sees ~94 px
     patches, an eye or a mouth at 200 px. norm="spectral" bounds each layer's Lipschitz constant instead of
-    normalising over the batch, so reals and composites never mix in one batch statistic."""
+    normalising over the batch, so reals and composites never mix in one batch statistic. scale=2 judges the
+    image at half resolution: pixel grain (which a full-resolution PatchGAN rewards a generator for) is averaged
+    away and each patch covers twice the face."""
 
-    def __init__(self, nf: int = 32, in_channels: int = 3, layers: int = 2, norm: str = "batch"):
+    def __init__(self, nf: int = 32, in_channels: int = 3, layers: int = 2, norm: str = "batch", scale: int = 1):
         super().__init__()
+        self.scale = scale  # the images are average-pooled by this before the first layer
         sn = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
         blocks, c_in = [], in_channels
         for i in range(layers):
@@ -510,7 +513,10 @@ class Discriminator(nn.Module):
 
     def forward(self, image: torch.Tensor, features: bool = False):
         """The patch logits (B, 1, H/2^layers - 1, W/2^layers - 1; image: B, in_channels, H, W), or with
-        features=True every block's output, the logits last (through forward, so DDP syncs its gradients)."""
+        features=True every block's output, the logits last (through forward, so DDP syncs its gradients).
+        With scale > 1 the image is average-pooled first: H and W above are then H / scale and W / scale."""
+        if self.scale > 1:
+            image = F.avg_pool2d(image, self.scale, ceil_mode=True)  # grain finer than scale px cannot be seen
         if not features:
             return self.net(image)
         out = []

@@ -18,6 +18,22 @@ def test_discriminator_parameter_count_matches_the_seed():
     assert count_parameters(Discriminator()) == 35_553
 
 
+def test_a_half_resolution_discriminator_cannot_see_pixel_grain():
+    """d_scale 2: the same weights judge the average-pooled image, so a 2-px checkerboard (the grain a generator
+    fooled the full-resolution judge with) changes no logit; at scale 1 it does."""
+    torch.manual_seed(0)
+    coarse = Discriminator(nf=8, in_channels=3, layers=3, norm="spectral", scale=2).eval()
+    fine = Discriminator(nf=8, in_channels=3, layers=3, norm="spectral").eval()
+    fine.load_state_dict(coarse.state_dict())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    grain = 0.2 * (torch.arange(64)[:, None] + torch.arange(64)[None, :]).remainder(2).float().sub(0.5)  # 64, 64
+    with torch.no_grad():
+        assert coarse(x).shape[-2:] == (3, 3) and fine(x).shape[-2:] == (7, 7)
+        assert torch.allclose(coarse(x), fine(torch.nn.functional.avg_pool2d(x, 2)), atol=1e-6)
+        assert torch.allclose(coarse(x + grain), coarse(x), atol=1e-5)
+        assert not torch.allclose(fine(x + grain), fine(x), atol=1e-3)
+
+
 def test_small_covers_every_architecture():
     assert set(SMALL_ARCH_ARGS) == set(ARCHITECTURES)
 

@@ -1,6 +1,6 @@
 """Which loss term drives the generator's fill: each term's gradient on the generator's output, in the holes.
 
-    python tools/loss_balance.py RUN/last.pt --data-dir ../shared/celeba [--batches 4] [--w-adv 10] [--w-seam 300] [--gan-hole-weight 0]
+    python tools/loss_balance.py RUN/last.pt --data-dir ../shared/celeba [--batches 4] [--w-adv 10] [--w-fm 100] [--w-seam 300] [--gan-hole-weight 0]
 
 For training batches drawn as main.py draws them (augmentation, holes, crops), the checkpoint's generator
 (not its moving average: the weights the optimizer moves) and discriminator, it prints for every generator
@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default="", help="the run's images (default: the run's saved data_dir)")
     p.add_argument("--batches", type=int, default=4, help="training batches to average over")
     p.add_argument("--w-adv", type=float, default=None, help="the adversarial weight (default: the run's)")
+    p.add_argument("--w-fm", type=float, default=None, help="the feature-matching weight (default: the run's)")
     p.add_argument("--w-seam", type=float, default=None, help="the seam loss's weight (default: the run's)")
     p.add_argument("--gan-hole-weight", type=float, default=None, help="the pixel losses' weight on hole pixels in the GAN phase (default: the run's)")
     args = p.parse_args(argv)
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
             raise ConfigError(f"--batches must be >= 1, not {args.batches}")
         g, cfg, ckpt = load_generator(args.checkpoint, average=False)
         cfg.data_dir = resolve_data_dir(args.data_dir, cfg.data_dir)[0]
-        for field in ("w_adv", "w_seam", "gan_hole_weight"):
+        for field in ("w_adv", "w_fm", "w_seam", "gan_hole_weight"):
             if getattr(args, field) is not None:
                 setattr(cfg, field, getattr(args, field))
         d = None
