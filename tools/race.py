@@ -9,7 +9,8 @@ by results.py on the first --val-images validation faces (every kind of hole, ea
 per kind; the classical fills on the same holes come from results.py's cache after the first run). Prints
 one table per kind (hole PSNR and LPIPS of each candidate beside biharmonic's and PatchMatch's), writes it
 to OUT/race.md with OUT/race.json and OUT/race_curves.png (training loss against minutes and images).
-Training and evaluation are separate steps (--skip-training re-judges finished runs).
+Training and evaluation are separate steps (--skip-training judges finished runs; a run whose race_val is newer
+than its last.pt is read back, not judged again).
 """
 import argparse
 import csv
@@ -54,7 +55,13 @@ def train_all(args, candidates: dict, common: list):
 
 
 def judge(args, name: str) -> dict:
+    """results.py on the run's last.pt; a judgement newer than last.pt is read back instead of redone."""
     out = os.path.join(args.out_dir, name, "race_val")
+    done = os.path.join(out, "results.json")
+    if os.path.isfile(done) and os.path.getmtime(done) > os.path.getmtime(os.path.join(args.out_dir, name, "last.pt")):
+        print(f"judging {name}: reusing {done} (newer than its last.pt)", flush=True)
+        with open(done) as fh:
+            return json.load(fh)
     cmd = [sys.executable, os.path.join(ROOT, "results.py"), os.path.join(args.out_dir, name), "--checkpoint", "last",
            "--data-dir", args.data_dir, "--split", "val", "--max-images", str(args.val_images), "--buckets", "cycle",
            "--masks", KINDS, "--out", out, "--jobs", str(args.jobs),
