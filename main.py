@@ -260,11 +260,21 @@ def write_metrics_csv(history: list, path: str):
 
 
 def append_csv_row(path: str, row: dict):
-    """One row appended to a CSV log, with the header when the file is new."""
-    new = not os.path.exists(path)
+    """One row appended to a CSV log under the file's header (a column it lacks stays empty: a twin without the
+    GAN's columns appending to its GAN parent's log); a row with a column the header lacks rewrites the file
+    under the union of both."""
+    header = []
+    if os.path.exists(path):
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+    if header and not set(row) <= set(header):
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        write_metrics_csv(rows + [row], path)
+        return
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
+        writer = csv.DictWriter(fh, fieldnames=header or list(row))
+        if not header:
             writer.writeheader()
         writer.writerow(row)
 

@@ -82,6 +82,19 @@ def test_steps_csv_drops_rows_a_killed_process_logged_after_its_checkpoint(tmp_p
     assert [ln.split(",")[2] for ln in open(path).read().splitlines()] == ["images", "20", "40"]
 
 
+def test_steps_csv_keeps_its_columns_when_a_branch_logs_fewer_or_more(tmp_path):
+    """A twin without the GAN appends to its GAN parent's log: each value stays under its own column."""
+    import csv
+    from main import append_csv_row
+    path = str(tmp_path / "steps.csv")
+    append_csv_row(path, {"epoch": 4, "images": 20, "gan_g": 0.0, "l1": 0.3})
+    append_csv_row(path, {"epoch": 5, "images": 40, "l1": 0.2})  # the twin: no GAN column
+    append_csv_row(path, {"epoch": 5, "images": 60, "l1": 0.1, "seam": 0.05})  # a column the log lacks
+    rows = list(csv.DictReader(open(path)))
+    assert [r["l1"] for r in rows] == ["0.3", "0.2", "0.1"]
+    assert [r["gan_g"] for r in rows] == ["0.0", "", ""] and [r["seam"] for r in rows] == ["", "", "0.05"]
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--crop", "36"], "--crop=36: must be 0 (whole images) or a multiple of 8"),
     (["--arch", "transformer"], "--arch='transformer': must be one of unet, dilated"),

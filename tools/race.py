@@ -104,7 +104,7 @@ def curves(names: list, args):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
-        rows = steps(os.path.join(args.out_dir, name))
+        rows = [r for r in steps(os.path.join(args.out_dir, name)) if r.get("l2")]  # a branch's copied rows may lack it
         for ax, x in zip(axes, ("minutes", "images")):
             ax.plot([float(r[x]) for r in rows], [float(r["l2"]) for r in rows], label=name)
     for ax, x in zip(axes, ("minutes trained", "training images seen")):
