@@ -288,3 +288,18 @@ def test_loss_balance_reports_every_generator_term_and_its_weighted_gradient(tin
     proc = run_script("tools/loss_balance.py", os.path.join(tiny_run[0], "last.pt"), "--data-dir", faces_dir,
                       "--batches", "50", check=False)
     assert proc.returncode == 2 and "--batches 50" in proc.stderr
+
+
+def test_feature_zoom_shows_each_model_a_row_between_the_holes_and_the_original(tiny_run, faces_dir, tmp_path):
+    """tools/feature_zoom.py: holes, one row per model (moving average or --raw), the original; a wrong model
+    argument is a clear error."""
+    from PIL import Image
+    out = tmp_path / "zoom.png"
+    last = os.path.join(tiny_run[0], "last.pt")
+    run_script("tools/feature_zoom.py", f"a={last}", f"b={last}", "--data-dir", faces_dir, "--faces", "2", "--raw",
+               "-o", str(out))
+    im = Image.open(out)
+    crop_rows = 60 * 3  # the mouth crop, enlarged 3x
+    assert im.height == 4 * (crop_rows + 6) and im.width > 2 * 2 * 90 * 3
+    proc = run_script("tools/feature_zoom.py", last, "--data-dir", faces_dir, "-o", str(tmp_path / "x.png"), check=False)
+    assert proc.returncode == 2 and "NAME=CHECKPOINT" in proc.stderr and not (tmp_path / "x.png").exists()
