@@ -148,7 +148,7 @@ def reconstruction_weights(cfg: Config, mask: torch.Tensor, adv_scale: float) ->
     adversarial schedule rises (called only with the GAN on: the twin keeps the full pixel loss)."""
     hole_weight = 1.0 + adv_scale * (cfg.gan_hole_weight - 1.0)
     region = reconstruction_region(cfg, mask)
-    return region if hole_weight == 1.0 else region - (1.0 - hole_weight) * mask * region
+    return region if hole_weight == 1.0 else region - (1.0 - hole_weight) * mask  # the hole lies inside the region
 
 
 def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, mask, cfg: Config, rt, adv_scale: float,
