@@ -169,6 +169,7 @@ class TrainingState:
         self.epoch = self.step_in_epoch = self.bad_steps = self.images_seen = 0
         self.train_seconds = 0.0
         self.history, self.best, self.partial = [], None, {}
+        self.machines = []  # "CPU or GPU description; precision" of each machine the run trained on, in order
 
     def state_dict(self, world_size: int = 1) -> dict:
         """`partial` carries a stopped epoch's running loss sums, so a mid-epoch resume logs the same means."""
@@ -178,7 +179,7 @@ class TrainingState:
                 "opt_g": self.opt_g.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "history": self.history,
                 "best": self.best, "bad_steps": self.bad_steps, "partial_epoch": self.partial,
-                "images_seen": self.images_seen, "train_seconds": self.train_seconds,
+                "images_seen": self.images_seen, "train_seconds": self.train_seconds, "machines": self.machines,
                 "world_size": world_size, "torch_version": str(torch.__version__)}
 
     def load_state_dict(self, ckpt: dict):
@@ -195,6 +196,7 @@ class TrainingState:
         self.history, self.best, self.bad_steps = ckpt["history"], ckpt["best"], ckpt.get("bad_steps", 0)
         self.partial = ckpt.get("partial_epoch") or {}
         self.images_seen, self.train_seconds = ckpt.get("images_seen", 0), ckpt.get("train_seconds", 0.0)
+        self.machines = list(ckpt.get("machines", []))
 
 
 def shipped_state(path: str) -> tuple:
@@ -203,7 +205,7 @@ def shipped_state(path: str) -> tuple:
     g, cfg, ckpt = load_generator(path)
     weights = {k: v.half() for k, v in g.state_dict().items()}
     return {"config": cfg.to_dict(), "model_args": saved_model_args(ckpt), "generator": weights, "epoch": ckpt["epoch"],
-            "history": ckpt["history"], "torch_version": str(torch.__version__)}, ckpt
+            "history": ckpt["history"], "machines": ckpt.get("machines", []), "torch_version": str(torch.__version__)}, ckpt
 
 
 def newest_run(out_dir: str) -> "str | None":

@@ -410,7 +410,7 @@ def cpu_description() -> str:
     return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} cores, {units}"
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool((check and check()) or (amx and amx()))
@@ -432,7 +432,7 @@ def choose_runtime(device: str = "auto", precision: str = "auto", channels_last:
         raise ConfigError("--device mps: MPS is not available on this machine (use --device cpu)")
     if precision == "auto":
         if dev.type == "cpu":  # bf16 autocast runs 1.8-3x fp32 where the units exist, ~500x slower where emulated
-            precision = "bf16" if _cpu_has_bf16() else "fp32"
+            precision = "bf16" if cpu_has_bf16() else "fp32"
         elif dev.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:  # MPS autocast support varies by macOS/torch version; fp32 is the safe choice

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
                          load_checkpoint, load_generator, model_args, saved_model_args)
-from config import (Config, ConfigError, UserError, build_parser, choose_runtime, device_description, flag_words,
-                    format_config, make_folder, resolve_config)
+from config import (Config, ConfigError, UserError, build_parser, choose_runtime, cpu_has_bf16, device_description,
+                    flag_words, format_config, make_folder, resolve_config)
 from dataset import DataError, augment, open_splits, random_crops, resolve_data_dir, split_files
 from distributed import Distributed
 from baselines import mean_fill
@@ -457,7 +457,23 @@ def build_state(cfg: Config, rt, dist: Distributed, resume: "dict | None") -> Tr
     if resume:
         state.load_state_dict(resume)
         log(dist, f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}")
+    note_machine(state, cfg, rt, dist)
     return state
+
+
+def note_machine(state: TrainingState, cfg: Config, rt, dist: Distributed):
+    """Record the machine and precision this sitting trains on; say so when a resume lands on another kind (bf16
+    units or not), whose speed and rounding differ, and warn where the configured precision would be emulated."""
+    here = f"{device_description(rt.device)}; {rt.precision}"
+    if state.machines and state.machines[-1] != here:
+        how = "picked by --precision auto for this machine" if cfg.precision == "auto" else "as configured"
+        log(dist, f"this run trained on {state.machines[-1]} and goes on on {here} ({how}): epoch timings from "
+                  "here on are this machine's, and the steps are not bit-identical to a resume on the first one")
+    if rt.device.type == "cpu" and rt.precision == "bf16" and not cpu_has_bf16():
+        log(dist, "warning: this CPU has no bf16 units, so bf16 autocast is emulated (~500x slower than where it "
+                  "has them): stop with Ctrl-C and resume with --precision auto (fp32 here)")
+    if not state.machines or state.machines[-1] != here:
+        state.machines.append(here)
 
 
 @dataclass

@@ -69,6 +69,12 @@ def check_record(eval_dir: str, n: int = CHECK_IMAGES) -> dict:
             "psnr": sum(float(r["psnr"]) for r in rows) / len(rows)}
 
 
+def trained_on(payload: dict, cfg: dict) -> str:
+    """The machines (CPU model and bf16 units, or GPU) and precisions the run trained on, in order."""
+    machines = [m.replace("; ", " in ") for m in payload.get("machines", [])]
+    return " then ".join(machines) or f"a CPU ({cfg.get('precision', 'auto')}; machine not recorded by this run)"
+
+
 def readme(cfg: dict, payload: dict, results: dict, digest: str, size: int, run_dir: str, seconds: float) -> str:
     last = payload["history"][-1]
     kinds = [k for k in KINDS if k != "square" and k in results["sets"]]
@@ -86,8 +92,8 @@ def readme(cfg: dict, payload: dict, results: dict, digest: str, size: int, run_
             f"{k} {cfg[k]}" for k in ("crop", "mask", "mask_mix", "w_adv", "w_fm", "adv_start", "w_l1", "w_l2", "w_edge", "w_ssim", "lr_g",
                                       "lr_schedule", "ema", "batch_size", "epochs") if k in cfg),
         f"- **Budget**: {payload['epoch']} epochs, {seconds / 60:.0f} minutes of training (steps, per-epoch validation and "
-        f"checkpoints, every sitting of the run) on a 2-core CPU "
-        f"({cfg.get('precision', 'auto')}); last validation: hole PSNR {last['val_psnr']:.2f} dB, SSIM {last['val_ssim']:.3f}",
+        f"checkpoints, every sitting of the run) on {trained_on(payload, cfg)}; last validation: hole PSNR "
+        f"{last['val_psnr']:.2f} dB, SSIM {last['val_ssim']:.3f}",
         f"- **Source run**: `{run_dir}` (training history in `metrics.csv`)",
         "",
         f"## Test split, one {cfg['hole_size']}x{cfg['hole_size']} square hole per image (fixed positions)",

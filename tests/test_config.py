@@ -143,7 +143,7 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_units(monkeypatch
     import config
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
     import speed
-    monkeypatch.setattr(config, "_cpu_has_bf16", lambda: units)
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: units)
     assert config.choose_runtime("cpu", "auto").precision == ("bf16" if units else "fp32")
     assert speed.precisions("both", "cpu") == (["fp32", "bf16"] if units else ["fp32"])
     assert speed.precisions("fp32", "cpu") == ["fp32"]
@@ -153,4 +153,4 @@ def test_the_cpu_description_names_the_model_and_its_bf16_units():
     import config
     text = config.cpu_description()
     assert f"{os.cpu_count()} cores" in text
-    assert any(u in text for u in config.BF16_FLAGS) == config._cpu_has_bf16() or "unknown" in text
+    assert any(u in text for u in config.BF16_FLAGS) == config.cpu_has_bf16() or "unknown" in text

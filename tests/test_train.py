@@ -90,11 +90,18 @@ def test_resume_continues_from_the_saved_epoch(tiny_run, tmp_path):
     import shutil
     run = str(tmp_path / "resumed")
     shutil.copytree(tiny_run[0], run)
+    last = os.path.join(run, "last.pt")
+    ckpt = torch.load(last, weights_only=True)
+    (here,) = ckpt["machines"]  # the machine and precision of the run's one sitting
+    other = "Another CPU, 2 cores, no bf16 units; fp32"
+    torch.save({**ckpt, "machines": [other]}, last)  # as if the first sittings ran elsewhere
     proc = run_script("main.py", "--resume", run, "--epochs", "3")
     assert "resuming at epoch 3" in proc.stdout
+    assert f"this run trained on {other} and goes on on {here}" in proc.stdout
     rows = list(csv.DictReader(open(os.path.join(run, "metrics.csv"))))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    assert load_checkpoint(os.path.join(run, "last.pt"))["epoch"] == 3
+    resumed = load_checkpoint(last)
+    assert resumed["epoch"] == 3 and resumed["machines"] == [other, here]
 
 
 def test_resume_refuses_to_change_the_recipe(tiny_run):
