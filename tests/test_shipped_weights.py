@@ -9,7 +9,7 @@ from conftest import ROOT
 
 from baselines import BASELINES
 from checkpoints import SHIPPED_WEIGHTS, default_checkpoint, generator_from_checkpoint, load_checkpoint
-from config import choose_runtime
+from config import choose_runtime, cpu_description
 from dataset import open_splits, split_files
 from evaluation import evaluate_baseline, evaluate_generator
 from masks import fixed_masks
@@ -63,6 +63,7 @@ def test_packaging_writes_a_consistent_set_and_keeps_better_weights(tiny_run, fa
     assert f"`{sha256(str(target / 'generator.pt'))}`" in readme
     assert f"`python main.py --data-dir {faces_dir} --preset tiny" in readme  # the run's own data and recipe
     assert "## Test split, boxes" in readme and "## Test split, strokes" in readme
+    assert f"on {cpu_description()} in " in readme  # the machine the run trained on, and its precision
     check = json.load(open(target / "results.json"))["check"]
     assert check["kind"] == "square" and 0 < len(check["images"]) <= 16 and check["psnr"] > 5
     shipped = torch.load(target / "generator.pt", weights_only=True)
@@ -114,3 +115,4 @@ def test_packaging_stopped_with_ctrl_c_leaves_weights_untouched(tiny_run, tmp_pa
     assert "weights/ is unchanged" in capsys.readouterr().err
     assert os.listdir(target) == ["README.md"] and (target / "README.md").read_text() == "the shipped weights' papers"
     assert sorted(os.listdir(tmp_path)) == ["weights"]  # no staging folder left
+
