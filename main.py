@@ -764,6 +764,17 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
     run.save(run.last_path, epoch + 1, 0)
     if improved:
         run.save(os.path.join(run_dir, "best.pt"), epoch + 1, 0)
+    if gan_starts_next(run, epoch):  # the twin's branch point: --branch-from RUN/gan_start.pt --w-adv 0
+        run.save(os.path.join(run_dir, "gan_start.pt"), epoch + 1, 0)
+
+
+def gan_starts_next(run: Run, epoch: int) -> bool:
+    """Whether the adversarial terms, still off at the end of `epoch` (0-based), act during the next one."""
+    if run.state.gan is None:
+        return False
+    total = run.cfg.epochs * run.steps_per_epoch
+    scale_at_end = lambda e: adversarial_scale(run.cfg, ((e + 1) * run.steps_per_epoch - 1) / total)  # noqa: E731
+    return scale_at_end(epoch) == 0 < scale_at_end(epoch + 1)
 
 
 def validation_lpips(cfg: Config, dist: Distributed) -> "torch.nn.Module | None":

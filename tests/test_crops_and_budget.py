@@ -119,11 +119,9 @@ def test_crop_fraction_trains_the_last_steps_on_whole_images(faces_dir, tmp_path
 
 
 def test_a_branch_without_the_gan_is_the_reconstruction_only_twin_of_the_run_it_copies(faces_dir, tmp_path):
-    """A GAN run whose adversarial phase starts at epoch 2, stopped after epoch 1, branched with --w-adv 0: the
-    branch trains exactly what a reconstruction-only run from scratch trains, keeps the copied history and split,
-    and has no discriminator."""
-    import shutil
-
+    """A GAN run whose adversarial phase starts at epoch 2, stopped after epoch 1, branched with --w-adv 0 from the
+    gan_start.pt it kept there: the branch trains exactly what a reconstruction-only run from scratch trains,
+    keeps the copied history and split, and has no discriminator."""
     import main
     from config import Config, build_parser, resolve_config
     common = ["--preset", "tiny", "--data-dir", faces_dir, "--out-dir", str(tmp_path), "--adv-start", "0.5",
@@ -137,15 +135,17 @@ def test_a_branch_without_the_gan_is_the_reconstruction_only_twin_of_the_run_it_
 
     with pytest.raises(Stop):
         main.train(resolve_config(build_parser().parse_args(common + ["--run-name", "gan"])), on_epoch=stop_after_first)
-    shutil.copyfile(tmp_path / "gan" / "last.pt", tmp_path / "gan" / "epoch1.pt")
-    assert main.main(common + ["--run-name", "twin", "--w-adv", "0", "--branch-from", str(tmp_path / "gan" / "epoch1.pt")]) == 0
+    branch_point = load_checkpoint(str(tmp_path / "gan" / "gan_start.pt"))  # kept by the run itself
+    assert (branch_point["epoch"], branch_point["step_in_epoch"]) == (1, 0) and "discriminator" in branch_point
+    assert main.main(common + ["--run-name", "twin", "--w-adv", "0", "--branch-from", str(tmp_path / "gan" / "gan_start.pt")]) == 0
     assert main.main(common + ["--run-name", "scratch", "--w-adv", "0"]) == 0
+    assert not any(os.path.exists(tmp_path / name / "gan_start.pt") for name in ("twin", "scratch"))  # no GAN
     twin, scratch = (load_checkpoint(str(tmp_path / name / "last.pt")) for name in ("twin", "scratch"))
     assert "discriminator" not in twin and twin["epoch"] == 2
     assert all(torch.equal(twin["generator"][k], v) for k, v in scratch["generator"].items())
     assert [r["val_psnr"] for r in twin["history"]] == [r["val_psnr"] for r in scratch["history"]]
     assert open(tmp_path / "twin" / "split.json").read() == open(tmp_path / "gan" / "split.json").read()
-    assert Config.from_saved(twin["config"]).branch_from.endswith("epoch1.pt")
+    assert Config.from_saved(twin["config"]).branch_from.endswith("gan_start.pt")
     with pytest.raises(Exception, match="no discriminator"):
         main.branch_checkpoint(Config(**{**Config.from_saved(twin["config"]).to_dict(), "w_adv": 1.0,
                                          "branch_from": str(tmp_path / "twin" / "last.pt")}))
