@@ -38,6 +38,15 @@ def test_shipped_weights_are_the_default_and_load_weights_only():
     assert cfg.w_adv > 0, "the shipped generator was trained without the adversarial loss"
 
 
+def test_shipped_generator_costs_at_most_30_gflop_per_256_px_image():
+    from torch.utils.flop_counter import FlopCounterMode
+    g, _ = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
+    x, m = torch.rand(1, 3, 256, 256) * 2 - 1, torch.zeros(1, 1, 256, 256)
+    m[..., 100:140, 60:200] = 1
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        g(x, m)
+    assert 0 < counter.get_total_flops() / 1e9 <= 30
+
 def test_shipped_weights_inpaint_a_real_test_image_better_than_mean_fill(real_data):
     g, cfg = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
     split = split_files(real_data, cfg.val_fraction, cfg.test_fraction, 0, cfg.image_size)
