@@ -244,6 +244,28 @@ def make_folder(folder: str, what: str):
         raise WriteError(f"cannot write {what}: {why}") from None
 
 
+def atomic_write(path: str, write) -> str:
+    """write(tmp) makes the file under a temporary name beside `path` (same extension, for writers that pick the
+    format by it), then it is renamed over `path`: a crash leaves the old file or the new one, never half of one."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.partial{ext}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_text(path: str, text: str) -> str:
+    """Write a text file atomically (atomic_write)."""
+    def write(tmp: str):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    return atomic_write(path, write)
+
+
 def parents(folder: str) -> list:
     """folder and each folder above it, nearest first."""
     out = [folder]

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from checkpoints import (TrainingState, atomic_save, build_discriminator, build_generator,
                          load_checkpoint, load_generator, model_args, saved_model_args)
-from config import (Config, ConfigError, UserError, build_parser, choose_runtime, cpu_has_bf16, device_description,
-                    flag_words, format_config, make_folder, resolve_config)
+from config import (Config, ConfigError, UserError, atomic_write, build_parser, choose_runtime, cpu_has_bf16,
+                    device_description, flag_words, format_config, make_folder, resolve_config, write_text)
 from dataset import DataError, augment, open_splits, random_crops, resolve_data_dir, split_files
 from distributed import Distributed
 from baselines import mean_fill
@@ -251,12 +251,12 @@ def backward_and_step(loss, opt, rt, clip: float = 0.0):
 def write_metrics_csv(history: list, path: str):
     """Every row under one header: the columns of all rows in order of first appearance (a column added
     during a run, e.g. validation LPIPS once its weights are installed, is empty in the rows before it)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    def write(tmp: str):
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
+            writer.writeheader()
+            writer.writerows(history)
+    atomic_write(path, write)
 
 
 def append_csv_row(path: str, row: dict):
@@ -324,10 +324,7 @@ def remove_if_no_checkpoint(run_dir: str):
 
 
 def write_json(obj, path: str):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2))
 
 
 def duration(seconds: float) -> str:

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
+from config import atomic_write  # noqa: E402
 from losses import RECONSTRUCTION  # noqa: E402
 from models import block_output_shapes, composite, parameter_table  # noqa: E402
 
@@ -37,7 +38,7 @@ def save_grid(columns: dict, path: str, row_titles=None, pad: int = 2):
             grid.paste(Image.fromarray(pixels), (x + (cell - w) // 2, top + r * (h + pad)))
     for r, text in enumerate(row_titles or []):
         draw.text((2, top + r * (h + pad) + h // 2 - 6), text, fill="black", font=font)
-    grid.save(path)
+    atomic_write(path, grid.save)
 
 
 def masked_view(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -80,7 +81,7 @@ def save_training_plot(history: list, path: str):
     axes[0].legend(fontsize=7), axes[1].legend(fontsize=7)
     axes[2].legend(loc="upper left", fontsize=7), twin.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
 
 
@@ -103,7 +104,7 @@ def save_mask_examples(masks_by_kind: dict, path: str, image: "torch.Tensor | No
             if c == 0:
                 ax.set_ylabel(kind, fontsize=9)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
 
 
@@ -151,5 +152,5 @@ def save_architecture_diagram(generator, size: int, path: str, title: str):
     ax.set_ylim(-max(level.values()) * 1.05 - 0.6, 0.9)
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)

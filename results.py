@@ -33,7 +33,7 @@ from tqdm import tqdm
 from baselines import BASELINES
 from checkpoints import (SHIPPED_WEIGHTS, atomic_save, load_generator, model_args,
                          newest_run, run_checkpoint, saved_model_args)
-from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime, make_folder
+from config import DATA_ENV, Config, ConfigError, UserError, choose_runtime, make_folder, write_text
 from dataset import open_splits, resolve_data_dir, split_files
 from evaluation import Judge, evaluate_baseline, evaluate_generator, face_key, generator_inpaint
 import identity
@@ -521,14 +521,12 @@ def write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv
         overview = (f"## Headline: every bucket of each kind pooled\n\n{headline_table(summaries)}\n\n"
                     f"## Goals\n\n{goals_table(goal_rows(summaries))}\n\n")
         print("\n" + overview, flush=True)
-    with open(os.path.join(out_dir, "results.md"), "w") as fh:
-        fh.write(header + overview + "\n".join(md))
+    write_text(os.path.join(out_dir, "results.md"), header + overview + "\n".join(md))
     first = summaries[kinds[0]]["all"]
-    with open(os.path.join(out_dir, "results.json"), "w") as fh:
-        json.dump({"split": split_name, "images": len(names), "image_size": cfg.image_size,
-                   "eval_seed": cfg.eval_seed, "kinds": kinds, "buckets": "cycle" if cycle else "all",
-                   "methods": to_json(first), "sets": {k: {b: to_json(v) for b, v in s.items()}
-                                                       for k, s in summaries.items()}}, fh, indent=2)
+    write_text(os.path.join(out_dir, "results.json"), json.dumps(
+        {"split": split_name, "images": len(names), "image_size": cfg.image_size, "eval_seed": cfg.eval_seed,
+         "kinds": kinds, "buckets": "cycle" if cycle else "all", "methods": to_json(first),
+         "sets": {k: {b: to_json(v) for b, v in s.items()} for k, s in summaries.items()}}, indent=2))
     write_per_image_csv(csv_rows, os.path.join(out_dir, "per_image.csv"))
     originals = to_unit_range(images)
     for n, (kind, (grid_masks, grid, idx)) in enumerate(grids.items()):

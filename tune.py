@@ -24,12 +24,16 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from config import Config, UserError, build_parser, resolve_config
+from config import Config, UserError, atomic_write, build_parser, resolve_config, write_text
 from models import ARCHITECTURES
 from main import TrainingStopped, train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, matplotlib plots
+
+
+def save_figure(fig, path: str):
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
 
 
 def crop_choices(base: Config) -> list:
@@ -132,8 +136,7 @@ def summarize(study, folder: str, objective: str) -> "dict | None":
     best = study.best_trial
     config = best.user_attrs["config"]
     path = os.path.join(folder, "best_config.json")
-    with open(path, "w") as fh:
-        json.dump(config, fh, indent=2)
+    write_text(path, json.dumps(config, indent=2))
     print(f"best trial {best.number}: val {objective} {best.value:.4f}\n  " +
           "\n  ".join(f"{k} = {v}" for k, v in best.params.items()) +
           f"\nbest config: {path}  (train it: python main.py --config {path})")
@@ -144,12 +147,12 @@ def summarize(study, folder: str, objective: str) -> "dict | None":
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         ax = ovm.plot_optimization_history(study)
-        ax.figure.savefig(os.path.join(folder, "optimization_history.png"), dpi=100, bbox_inches="tight")
+        save_figure(ax.figure, os.path.join(folder, "optimization_history.png"))
         plt.close(ax.figure)
         if len(done) >= 2:
             try:
                 ax = ovm.plot_param_importances(study)
-                ax.figure.savefig(os.path.join(folder, "param_importances.png"), dpi=100, bbox_inches="tight")
+                save_figure(ax.figure, os.path.join(folder, "param_importances.png"))
                 plt.close(ax.figure)
             except (ValueError, RuntimeError) as e:  # e.g. every completed trial had the same value
                 print(f"no parameter-importance plot: {e}")

@@ -270,3 +270,19 @@ def test_readme_says_what_each_tool_does_with_these_failures():
     for words in ("share a name", "would write over", "cannot write", "cannot be used", "upload refused",
                   "--loss-jump", "not a PyTorch checkpoint"):
         assert words in readme, words
+
+
+def test_a_report_or_figure_that_fails_mid_write_leaves_the_old_file_and_no_partial(tmp_path):
+    from config import atomic_write, write_text
+    from plots import save_grid
+    path = tmp_path / "grid.png"
+    write_text(str(path), "the old grid")
+
+    def crash(tmp):
+        open(tmp, "w").write("half a grid")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(path), crash)
+    assert path.read_text() == "the old grid" and os.listdir(tmp_path) == ["grid.png"]
+    save_grid({"original": torch.rand(2, 3, 8, 8)}, str(path))  # the figures go through it
+    assert path.read_bytes()[:4] == b"\x89PNG" and os.listdir(tmp_path) == ["grid.png"]

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from checkpoints import load_generator  # noqa: E402
-from config import UserError, choose_runtime  # noqa: E402
+from config import UserError, atomic_write, choose_runtime  # noqa: E402
 from dataset import ImageFiles, image_root, split_files  # noqa: E402
 from evaluation import generator_inpaint  # noqa: E402
 from models import to_model_range, to_uint8  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
             rows.append((name, strip(to_uint8(filled))))
         holed = (faces.float() * (1 - m) + 255 * m).to(torch.uint8)
         rows = [("holes", strip(holed))] + rows + [("original", strip(faces))]
-        figure(rows).save(args.output)
+        atomic_write(args.output, figure(rows).save)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

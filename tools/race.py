@@ -23,6 +23,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from config import atomic_write, write_text  # noqa: E402
+
 CLASSICAL = ("biharmonic", "PatchMatch")
 CELL = (("psnr", 2), ("lpips", 4), ("seam", 3), ("detail", 2))  # each cell's metrics and their decimals
 COLUMNS = "PSNR / LPIPS / seam / detail"
@@ -111,7 +113,7 @@ def curves(names: list, args):
         ax.set_xlabel(x), ax.set_ylabel("training L2 on hole + ring (running mean of the epoch)")
         ax.set_yscale("log"), ax.legend(), ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out_dir, "race_curves.png"), dpi=100)
+    atomic_write(os.path.join(args.out_dir, "race_curves.png"), lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
 
 
@@ -139,12 +141,12 @@ def main(argv=None) -> int:
     results = {name: judge(args, name) for name in candidates}
     text = table(results, args)
     print("\n" + text)
-    with open(os.path.join(args.out_dir, "race.md"), "w") as fh:
-        fh.write(f"Race: {args.minutes:g} min each, {args.threads} thread(s) each; common flags: {shlex.join(common)}\n\n"
-                 + "\n".join(f"- {n}: {shlex.join(f) or '(defaults)'}" for n, f in candidates.items()) + "\n\n" + text)
-    with open(os.path.join(args.out_dir, "race.json"), "w") as fh:
-        json.dump({"minutes": args.minutes, "common": common, "candidates": candidates,
-                   "results": {n: r["sets"] for n, r in results.items()}}, fh, indent=2)
+    write_text(os.path.join(args.out_dir, "race.md"),
+               f"Race: {args.minutes:g} min each, {args.threads} thread(s) each; common flags: {shlex.join(common)}\n\n"
+               + "\n".join(f"- {n}: {shlex.join(f) or '(defaults)'}" for n, f in candidates.items()) + "\n\n" + text)
+    write_text(os.path.join(args.out_dir, "race.json"), json.dumps(
+        {"minutes": args.minutes, "common": common, "candidates": candidates,
+         "results": {n: r["sets"] for n, r in results.items()}}, indent=2))
     curves(list(candidates), args)
     print(f"wrote race.md, race.json, race_curves.png to {args.out_dir}")
     return 0

@@ -18,7 +18,7 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import UserError  # noqa: E402
+from config import UserError, write_text  # noqa: E402
 from metrics import mean_ci95  # noqa: E402
 from results import goals_table  # noqa: E402
 
@@ -169,8 +169,7 @@ def main(argv=None) -> int:
         return 2
     print(text, end="")
     if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text)
+        write_text(args.output, text)
     return 0
 
 
