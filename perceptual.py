@@ -172,16 +172,17 @@ class VGGFeatures(nn.Module):
         return self.backbone(x.contiguous(memory_format=torch.channels_last))[-1].float().mean(dim=(2, 3))
 
 
-def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET,
-        seed: int = 0) -> tuple:
-    """Kernel Inception Distance's estimator (Bińkowski et al. 2018) on any features: (mean, standard error)
-    of the unbiased MMD^2 with the cubic polynomial kernel k(a, b) = (a.b / d + 1)^3 over random subsets.
-    ~0 for two samples of one distribution."""
+def kid_subsets(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET,
+                seed: int = 0) -> torch.Tensor:
+    """Kernel Inception Distance's estimator (Bińkowski et al. 2018) on any features: the unbiased MMD^2 with the
+    cubic polynomial kernel k(a, b) = (a.b / d + 1)^3 on each of `subsets` random subsets (a float64 tensor; empty
+    when the sets are too small). The subsets depend only on the seed and the set sizes, so two fakes of the same
+    size are scored on the same subsets: their per-subset differences give a paired standard error."""
     real, fake = real.double(), fake.double()
     # subsets of at most half of each set, so that subsets differ and their spread estimates the error
     m = min(subset_size, len(real) // 2, len(fake) // 2)
     if m < 2:
-        return math.nan, math.nan
+        return torch.zeros(0, dtype=torch.float64)
     d = real.shape[1]
     kxx, kyy, kxy = [(a @ b.T / d + 1) ** 3 for a, b in ((real, real), (fake, fake), (real, fake))]  # once
     g = torch.Generator().manual_seed(seed)
@@ -193,8 +194,26 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS, subs
         return u
     ur, uf = pick(len(real)), pick(len(fake))
     within = (((ur @ kxx) * ur).sum(1) - ur @ kxx.diagonal() + ((uf @ kyy) * uf).sum(1) - uf @ kyy.diagonal())
-    values = within / (m * (m - 1)) - 2 * ((ur @ kxy) * uf).sum(1) / (m * m)
-    return float(values.mean()), float(values.std(unbiased=True)) if subsets > 1 else math.nan
+    return within / (m * (m - 1)) - 2 * ((ur @ kxy) * uf).sum(1) / (m * m)
+
+
+def mean_and_spread(values: torch.Tensor) -> tuple:
+    """(mean, standard deviation over subsets: KID's standard error) of per-subset values; NaN when undefined."""
+    if len(values) == 0:
+        return math.nan, math.nan
+    return float(values.mean()), float(values.std(unbiased=True)) if len(values) > 1 else math.nan
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET,
+        seed: int = 0) -> tuple:
+    """(mean, standard error) of KID over random subsets (kid_subsets); ~0 for two samples of one distribution."""
+    return mean_and_spread(kid_subsets(real, fake, subsets, subset_size, seed))
+
+
+def paired_kid_difference(real: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor) -> tuple:
+    """(mean, standard error) of KID(a) - KID(b) over the same subsets: the error of the difference itself, far
+    smaller than the two KIDs' errors combined when a and b are composites of the same photos."""
+    return mean_and_spread(kid_subsets(real, fake_a) - kid_subsets(real, fake_b))
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:

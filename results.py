@@ -44,6 +44,7 @@ from models import describe, to_model_range, to_unit_range
 from plots import masked_view, save_architecture_diagram, save_grid, save_mask_examples, save_training_plot
 
 OURS = "ours"
+KID_FEATURES = "kid_features.pt"  # the VGG features our KID column was computed from: originals and our composites
 GRID_ROWS = 4  # test images in each comparison figure
 # per-image metrics (per_image.csv, means with 95% CIs); names, directions and formats: metrics.METRICS
 COLUMNS = ["l1", "psnr", "ssim", "edge", "seam", "detail", "lpips", "image_psnr", "image_ssim", "identity"]
@@ -332,7 +333,8 @@ def process_pool(jobs: int):
 
 
 def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle: bool, out_dir: str) -> tuple:
-    """One hole kind: (summaries {bucket or 'all': summary}, markdown, per-image csv rows, grid)."""
+    """One hole kind: (summaries {bucket or 'all': summary}, markdown, per-image csv rows, grid, the VGG features
+    of our composites with every bucket pooled (None without a generator or the perceptual metrics))."""
     n = len(ev.names)
     sets = {b: (v if cycle else (torch.arange(n), v))
             for (_, b), v in evaluation_sets(cfg, n, split_name, [kind], cycle).items()}
@@ -360,7 +362,7 @@ def evaluate_kind(ev: Evaluator, cfg: Config, kind: str, split_name: str, cycle:
         md.append(bucket_overview(kind, {b: s for b, s in summaries.items() if b != "all"}))
     text = "\n".join(md)
     print("\n" + text, flush=True)
-    return summaries, text, rows, grid_of(results, ev.methods)
+    return summaries, text, rows, grid_of(results, ev.methods), all_sets.get(OURS, {}).get("features")
 
 
 def grid_of(results: dict, methods: list, rows: int = GRID_ROWS) -> tuple:
@@ -420,11 +422,16 @@ def run_results(run_dir: "str | None", checkpoint: str = "best", data_dir: str =
             identity_judge.add_identity_faces(images[:identity_images])
         ev = Evaluator(images, names, g, rt, Judge(perceptual, device=rt.device), executor, cache_dir, skip_baselines,
                        identity_judge)
+        features = {}
         for kind in kinds:
-            summaries[kind], text, rows, grids[kind] = evaluate_kind(ev, cfg, kind, split_name, cycle, out_dir)
+            summaries[kind], text, rows, grids[kind], features[kind] = evaluate_kind(ev, cfg, kind, split_name, cycle,
+                                                                                     out_dir)
             md.append(text)
             csv_rows += rows
     write_outputs(out_dir, cfg, rt, names, split_name, kinds, summaries, md, csv_rows, grids, images, cycle, perceptual)
+    if ev.real is not None and all(f is not None for f in features.values()):
+        # for a paired KID difference between two models on these photos and holes (tools/twin_check.py)
+        atomic_save({"images": names, "real": ev.real, "ours": features}, os.path.join(out_dir, KID_FEATURES))
     if g is not None:
         render_generator_grids(g, cfg, rt, images, fixed_masks(cfg, len(names), split_name, kinds[0]), out_dir)
     print(f"wrote results.md, results.json, per_image.csv, comparison*.png, eval_masks/"

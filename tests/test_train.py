@@ -122,6 +122,11 @@ def test_results_writes_grids_and_table(tiny_run, tmp_path):
         assert 0 <= m["lpips"]["mean"] < 1 and m["kid"]["se"] >= 0 and m["fd"] >= 0
     split = json.load(open(os.path.join(tiny_run[0], "split.json")))
     assert res["images"] == len(split["test"])
+    kept = torch.load(os.path.join(out, "kid_features.pt"), weights_only=True)  # for paired KID differences
+    assert kept["images"] == split["test"] and kept["real"].shape == (len(split["test"]), 512)
+    buckets = {k: max(1, len([b for b in res["sets"][k] if b != "all"])) for k in res["kinds"]}
+    # every bucket pooled: each test face once per bucket (this split is too small to cycle them)
+    assert {k: v.shape for k, v in kept["ours"].items()} == {k: (len(split["test"]) * buckets[k], 512) for k in buckets}
 
 
 def test_results_on_the_validation_split(tiny_run, tmp_path):

@@ -72,7 +72,8 @@ def test_a_gan_that_costs_too_much_psnr_or_lpips_is_said_to_miss(tmp_path):
     diffs = twin_check.paired(twin_check.load(str(tmp_path / "gan"))[1], twin_check.load(str(tmp_path / "twin"))[1])
     rows = {goal: (measured, met) for goal, measured, met in twin_check.goal_rows(gan, twin, diffs)}
     # lower, but by less than two standard errors of the difference (2 x 1.41)
-    assert rows["strokes: KID lower than the twin's by > 2 SE"] == ("9.00 ± 1.00 vs 10.00 ± 1.00", False)
+    assert rows["strokes: KID lower than the twin's by > 2 SE (unpaired: no kid_features.pt)"] == (
+        "9.00 ± 1.00 vs 10.00 ± 1.00", False)
     # a tie in the 10-20 % bucket is not a win (the 0-10 % bucket is not asked)
     assert rows["LPIPS lower in every boxes and strokes bucket from 10 % up (paired CI below 0)"] == (
         "worst strokes 10-20%: +0.00000 ± 0.00000", False)
@@ -97,3 +98,28 @@ def test_detail_must_rise_and_the_same_person_share_must_hold_in_every_kind():
     assert rows["same-person no lower than the twin's, pooled per kind"] is True
     rows = {goal: met for goal, _, met in twin_check.goal_rows(summary(0.85, 0.95), summary(0.80, 0.97), {})}
     assert rows["same-person no lower than the twin's, pooled per kind"] is False
+
+
+def test_kid_is_judged_by_the_error_of_the_paired_difference_when_the_features_are_kept(tmp_path):
+    """Two models' composites of the same photos: KID's subsets are shared, so the difference has its own, much
+    smaller standard error. A GAN whose features sit a little closer to the real ones on every photo wins by it,
+    though by far less than the two KIDs' errors combined; a GAN that is the twin plus noise does not."""
+    import torch
+    from perceptual import kid
+    from results import KID_FEATURES
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 16, generator=g)
+    twin = real + 0.6 * torch.randn(300, 16, generator=g) + 0.3
+    for name, gan, wins in (("closer", real + 0.97 * (twin - real), True),
+                            ("noisier", twin + 0.05 * torch.randn(300, 16, generator=g), False)):
+        folders = {m: tmp_path / name / m for m in ("gan", "twin")}
+        for model, feats in (("gan", gan), ("twin", twin)):
+            write_results(folders[model], uniform({}), uniform({}), {("strokes", "all"): kid(real, feats)})
+            torch.save({"images": IMAGES, "real": real, "ours": {"strokes": feats}}, folders[model] / KID_FEATURES)
+        summaries = [json.load(open(folders[m] / "results.json")) for m in ("gan", "twin")]
+        pairs = twin_check.paired_kid(str(folders["gan"]), str(folders["twin"]))
+        rows = {goal: (measured, met) for goal, measured, met in twin_check.goal_rows(*summaries, {}, pairs)}
+        measured, met = rows["strokes: KID lower than the twin's by > 2 SE of the paired difference"]
+        assert met is wins and "paired SE" in measured, measured
+        unpaired = {goal: met for goal, _, met in twin_check.goal_rows(*summaries, {}, {})}
+        assert unpaired["strokes: KID lower than the twin's by > 2 SE (unpaired: no kid_features.pt)"] is False

@@ -6,7 +6,8 @@ Each argument is a folder results.py wrote (results.json and per_image.csv), bot
 holes (else it refuses). Prints, per hole kind and area bucket, both models' hole PSNR, LPIPS and KID, the
 paired GAN − twin differences (same image and hole, mean ± 95 % CI), and the must-hold lines: LPIPS lower in
 every boxes and strokes bucket from 10 % up (paired CI below zero), KID lower on boxes and on strokes (every
-bucket pooled) by more than two standard errors of the difference (on squares a 2.6 % hole barely moves KID),
+bucket pooled) by more than two standard errors of the difference (on squares a 2.6 % hole barely moves KID; the
+error of the paired difference over the same subsets when both folders hold results.py's kid_features.pt),
 detail higher and the same-person share no lower pooled per kind, a hole-PSNR cost of at most 0.5 dB pooled per kind.
 """
 import argparse
@@ -106,15 +107,40 @@ def pooled(summary: dict, kind: str) -> "dict | None":
     return summary["sets"].get(kind, {}).get("all", {}).get(OURS)
 
 
-def kid_rows(gan: dict, twin: dict) -> list:
-    """KID lower than the twin's by more than two standard errors of the difference, per KID_KINDS pooled."""
+def paired_kid(gan_dir: str, twin_dir: str) -> dict:
+    """{kind: (mean, standard error) of KID(GAN) − KID(twin) over the same subsets of the same photos}, from the
+    features results.py keeps beside its tables ({} when either folder predates them)."""
+    import torch
+    from perceptual import paired_kid_difference
+    from results import KID_FEATURES
+    paths = [os.path.join(d, KID_FEATURES) for d in (gan_dir, twin_dir)]
+    if not all(os.path.isfile(p) for p in paths):
+        return {}
+    gan, twin = (torch.load(p, weights_only=True) for p in paths)
+    if gan["images"] != twin["images"] or not torch.equal(gan["real"], twin["real"]):
+        raise UserError(f"{paths[0]} and {paths[1]} are features of different photos")
+    return {k: paired_kid_difference(gan["real"], gan["ours"][k], twin["ours"][k])
+            for k in KID_KINDS if k in gan["ours"] and k in twin["ours"]}
+
+
+def kid_rows(gan: dict, twin: dict, kid_pairs: "dict | None" = None) -> list:
+    """KID lower than the twin's by more than two standard errors of the difference, per KID_KINDS pooled: the
+    paired one (same subsets of the same photos, kid_pairs) where known, else both KIDs' errors combined."""
     rows = []
     for kind in KID_KINDS:
         g, t = pooled(gan, kind), pooled(twin, kind)
-        if g and t and "kid" in g and "kid" in t:
-            se = (g["kid"].get("se", 0.0) ** 2 + t["kid"].get("se", 0.0) ** 2) ** 0.5
-            rows.append((f"{kind}: KID lower than the twin's by > 2 SE", f"{_kid(g)} vs {_kid(t)}",
-                         g["kid"]["mean"] + 2 * se < t["kid"]["mean"]))
+        if not (g and t and "kid" in g and "kid" in t):
+            continue
+        combined = (g["kid"].get("se", 0.0) ** 2 + t["kid"].get("se", 0.0) ** 2) ** 0.5
+        if kind in (kid_pairs or {}):
+            diff, se = kid_pairs[kind]
+            measured = (f"{_kid(g)} vs {_kid(t)}; difference {1000 * diff:+.2f} ± {1000 * se:.2f} (paired SE; "
+                        f"{diff / combined:+.1f} combined unpaired SEs)")
+            rows.append((f"{kind}: KID lower than the twin's by > 2 SE of the paired difference", measured,
+                         diff + 2 * se < 0))
+        else:
+            rows.append((f"{kind}: KID lower than the twin's by > 2 SE (unpaired: no kid_features.pt)",
+                         f"{_kid(g)} vs {_kid(t)}", g["kid"]["mean"] + 2 * combined < t["kid"]["mean"]))
     return rows
 
 
@@ -129,9 +155,9 @@ def lpips_row(diffs: dict) -> list:
              f"worst {_name(worst)}: {mean:+.5f} ± {ci:.5f}", mean + ci < 0)]
 
 
-def goal_rows(gan: dict, twin: dict, diffs: dict) -> list:
+def goal_rows(gan: dict, twin: dict, diffs: dict, kid_pairs: "dict | None" = None) -> list:
     """(goal, measured, met) for issue 32's must-hold lines against the twin."""
-    rows = lpips_row(diffs) + kid_rows(gan, twin)
+    rows = lpips_row(diffs) + kid_rows(gan, twin, kid_pairs)
     kinds = [k for k in gan["sets"] if pooled(gan, k) and pooled(twin, k)]
     for metric, goal in (("detail", "higher"), ("same_person", "no lower")):
         have = [k for k in kinds if metric in pooled(gan, k) and metric in pooled(twin, k)]
@@ -153,7 +179,7 @@ def report(gan_dir: str, twin_dir: str) -> str:
     diffs = paired(gan[1], twin[1])
     return (f"GAN: {gan_dir}; twin: {twin_dir}; {gan[0]['images']} {gan[0].get('split', 'test')} images\n\n"
             + table(gan[0], twin[0], diffs) + "\n\n"
-            + goals_table(goal_rows(gan[0], twin[0], diffs), "measured") + "\n")
+            + goals_table(goal_rows(gan[0], twin[0], diffs, paired_kid(gan_dir, twin_dir)), "measured") + "\n")
 
 
 def main(argv=None) -> int:
