@@ -62,16 +62,16 @@ class Config:
     branch_from: str = F("", "start as a copy of this run checkpoint (networks, optimizers, step, history, split) and go on under this config, e.g. a reconstruction-only twin with --w-adv 0")
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
     d_layers: int = F(4, "stride-2 layers of the PatchGAN discriminator: its patches are ~22 px at 2, ~94 px at 4 (seed: 2)")
-    d_scale: int = F(1, "the discriminator judges images average-pooled by this factor (1, 2 or 4): 2 hides pixel grain and doubles the face each patch sees")
+    d_scale: int = F(2, "the discriminator judges images average-pooled by this factor (1, 2 or 4): 2 hides pixel grain and doubles the face each patch sees")
     d_norm: str = F("spectral", "normalisation in the discriminator: spectral or batch (seed: batch)")
     d_mask: bool = F(True, "the discriminator also sees the mask; only patches touching a hole are labelled fake")
     mask_blur: float = F(4.0, "with --d-mask, soft labels: how fake a patch is = the mask blurred by a Gaussian of this sigma (px); 0 = hard")
     # --- losses ---
-    w_adv: float = F(10.0, "weight of the non-saturating adversarial loss (0 turns the GAN off: no discriminator, no GAN term; seed: 1)")
-    adv_start: float = F(0.572, "fraction of the run trained on reconstruction alone before the adversarial terms start (default: the first 4 of 7 epochs)")
+    w_adv: float = F(100.0, "weight of the non-saturating adversarial loss (0 turns the GAN off: no discriminator, no GAN term; seed: 1)")
+    adv_start: float = F(0.334, "fraction of the run trained on reconstruction alone before the adversarial terms start (default: the first 5 of 15 epochs)")
     adv_ramp: float = F(0.1, "fraction of the run over which the adversarial weights then rise linearly to theirs")
-    w_fm: float = F(100.0, "weight of feature matching on the discriminator's features (LaMa); a GAN term: off with w_adv 0")
-    gan_hole_weight: float = F(1.0, "once the GAN is on, the pixel losses' weight on hole pixels (ring pixels: 1), reached along the adversarial ramp; 0 leaves the fill to the GAN terms and the seam (LaMa); the twin keeps 1")
+    w_fm: float = F(1000.0, "weight of feature matching on the discriminator's features (LaMa); a GAN term: off with w_adv 0")
+    gan_hole_weight: float = F(0.5, "once the GAN is on, the pixel losses' weight on hole pixels (ring pixels: 1), reached along the adversarial ramp; 0 leaves the fill to the GAN terms and the seam (LaMa); the twin keeps 1")
     w_r1: float = F(0.0, "weight of the R1 gradient penalty on the discriminator's real images; a GAN term: off with w_adv 0")
     w_l1: float = F(100.0, "weight of the L1 reconstruction loss")
     w_edge: float = F(10.0, "weight of the Sobel edge loss")
@@ -80,11 +80,11 @@ class Config:
     w_seam: float = F(100.0, "weight of the seam loss: the edge the composite draws along the hole's border beyond the photo's")
     loss_region: str = F("hole_ring", "where reconstruction losses look: hole_ring (hole + context ring) or whole (every pixel)")
     # --- optimisation ---
-    epochs: int = F(7, "passes over the training split (7 of CelebA's 16,903 training faces: ~1 h on a 2-core Xeon with AMX in bf16, ~2.6 h in fp32)")
+    epochs: int = F(15, "passes over the training split (15 of CelebA's 16,903 training faces: ~1.7 h on a 2-core Xeon with AMX in bf16)")
     batch_size: int = F(20, "images per step")
     lr_g: float = F(1e-3, "Adam learning rate of the generator")
     lr_d: float = F(2e-4, "Adam learning rate of the discriminator")
-    lr_schedule: str = F("cosine", "constant, or cosine: both learning rates decay to 0 over the run's epochs")
+    lr_schedule: str = F("constant", "constant, or cosine: both learning rates decay to 0 over the run's epochs")
     warmup_steps: int = F(100, "steps over which both learning rates rise linearly from 0 before the schedule")
     grad_clip: float = F(0.0, "clip each network's gradient norm to this before its step (0 = off)")
     ema: float = F(0.999, "decay of the moving average of generator weights used to validate and inpaint (0 = off)")
@@ -287,12 +287,13 @@ SAVED_BEFORE = {"prefill": False, "gate": 0.0, "w_seam": 0.0, "arch": "unet", "c
 # validation split: docs/experiments.md). The seed's recipe as written is kept as its own preset.
 SEED_RECIPE = {"arch": "unet", "prefill": False, "gate": 0.0, "w_seam": 0.0, "crop": 0, "d_layers": 2, "d_norm": "batch", "d_mask": False, "mask_blur": 0.0, "w_fm": 0.0,
                "adv_start": 0.0, "adv_ramp": 0.0, "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
-               "ema": 0.0, "epochs": 20, "best_metric": "ssim"}
+               "ema": 0.0, "epochs": 20, "best_metric": "ssim",
+               "d_scale": 1, "gan_hole_weight": 1.0}
 PRESETS = {
     "default": {},
     "seed": SEED_RECIPE,
     "whole": {**SEED_RECIPE, "nf": 32, "epochs": 30, "loss_region": "whole"},
-    "tiny": {"w_adv": 1.0, "d_layers": 2, "adv_start": 0.0, "adv_ramp": 0.0, "w_fm": 0.0, "d_mask": False, "holes": 2, "image_size": 32, "crop": 0, "width": 8, "blocks": 2, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
+    "tiny": {"w_adv": 1.0, "d_layers": 2, "d_scale": 1, "adv_start": 0.0, "adv_ramp": 0.0, "w_fm": 0.0, "d_mask": False, "holes": 2, "image_size": 32, "crop": 0, "width": 8, "blocks": 2, "nf": 8, "d_nf": 8, "hole_size": 8, "hole_margin": 4, "ring": 2,
              "warmup_steps": 0, "epochs": 2, "batch_size": 4, "max_images": 40, "max_val_images": 8, "grid_images": 4,
              "workers": 0, "log_every": 2, "val_lpips_images": 0},  # LPIPS's 2.5 s load is most of a smoke run
 }

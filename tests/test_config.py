@@ -22,8 +22,9 @@ def test_seed_preset_is_the_seed_recipe_as_written():
 def test_default_preset_is_the_field_defaults():
     c = resolve()
     assert c.preset == "default" and c.to_dict() == {**Config().to_dict(), "data_dir": c.data_dir}
-    assert (c.nf, c.holes, c.w_adv, c.w_fm, c.w_l2, c.lr_schedule) == (32, 6, 10, 100, 1000, "cosine") and 0 < c.ema < 1
-    assert (c.arch, c.crop, c.mask, c.adv_start, c.d_mask, c.d_layers) == ("dilated", 128, "mixed", 0.572, True, 4)
+    assert (c.nf, c.holes, c.w_adv, c.w_fm, c.w_l2, c.lr_schedule) == (32, 6, 100, 1000, 1000, "constant") and 0 < c.ema < 1
+    assert (c.d_scale, c.gan_hole_weight, c.epochs) == (2, 0.5, 15)
+    assert (c.arch, c.crop, c.mask, c.adv_start, c.d_mask, c.d_layers) == ("dilated", 128, "mixed", 0.334, True, 4)
 
 
 def test_seed_preset_is_the_u_net_on_whole_images_with_square_holes():

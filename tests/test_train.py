@@ -66,8 +66,8 @@ def test_training_steps_fit_the_batch_they_see(faces_dir):
     from models import to_model_range
     from masks import training_masks
     from losses import adversarial_part, l1_loss
-    cfg = Config(image_size=32, crop=0, width=8, blocks=2, d_nf=8, hole_size=8, hole_margin=4, ring=2, holes=2,
-                 lr_g=2e-3).validate()
+    cfg = Config(image_size=32, crop=0, width=8, blocks=2, d_nf=8, d_scale=1, hole_size=8, hole_margin=4, ring=2,
+                 holes=2, lr_g=2e-3).validate()
     rt = choose_runtime("cpu", "fp32", False)
     torch.manual_seed(0)
     g, d = build_generator(cfg), build_discriminator(cfg)
@@ -81,7 +81,7 @@ def test_training_steps_fit_the_batch_they_see(faces_dir):
             return float(l1_loss(g(x, m), x, m))
     before = hole_l1()
     gan = adversarial_part(cfg)
-    for _ in range(60):
+    for _ in range(100):  # the default GAN at full strength from the first step: slower than pixels alone
         assert main_module.train_step(x, m, (g, d), opts, gan, cfg, rt) is not None
     assert hole_l1() < 0.5 * before, (hole_l1(), before)
 
