@@ -80,7 +80,7 @@ class Config:
     w_seam: float = F(100.0, "weight of the seam loss: the edge the composite draws along the hole's border beyond the photo's")
     loss_region: str = F("hole_ring", "where reconstruction losses look: hole_ring (hole + context ring) or whole (every pixel)")
     # --- optimisation ---
-    epochs: int = F(15, "passes over the training split (15 of CelebA's 16,903 training faces: ~1.7 h on a 2-core Xeon with AMX in bf16)")
+    epochs: int = F(15, "passes over the training split (15 of CelebA's 16,903 training faces: ~1.5 h on a 2-core Xeon with AMX in bf16)")
     batch_size: int = F(20, "images per step")
     lr_g: float = F(1e-3, "Adam learning rate of the generator")
     lr_d: float = F(2e-4, "Adam learning rate of the discriminator")
