@@ -399,9 +399,11 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
     rt.device = dist.device(rt.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    created = False
+    created, lock = False, None
     try:
+        lock = run_dir and hold_run_folder(run_dir, dist)  # a resume: before anything in the folder is touched
         run_dir, split, created = prepare_run(cfg, dist, run_dir, resume)
+        lock = lock or hold_run_folder(run_dir, dist)
         log(dist, f"run folder: {run_dir}\ndevice {rt.device} ({device_description(rt.device)}), precision "
                   f"{rt.precision}, channels_last "
                   f"{rt.channels_last}, threads {torch.get_num_threads()}, processes {dist.world}\n"
@@ -413,7 +415,35 @@ def train(cfg: Config, run_dir: "str | None" = None, resume: "dict | None" = Non
             remove_if_no_checkpoint(run_dir)
         raise
     finally:
+        if lock:
+            lock.close()
         dist.close()
+
+
+def hold_run_folder(run_dir: str, dist: Distributed):
+    """An exclusive lock on the run folder (rank 0) for as long as this process trains there, or a UserError
+    naming the process that holds it: a second process resuming a running run would trim its training log
+    and race its checkpoints. The lock ends with the process, however it ends. None where there are no locks."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    if not dist.is_main:
+        return None
+    fh = open(os.path.join(run_dir, ".training.lock"), "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        pid = fh.read().strip()
+        fh.close()
+        raise UserError(f"{run_dir} is being trained by another process{f' (pid {pid})' if pid else ''}: let it "
+                        "stop first (after Ctrl-C it finishes its step and saves last.pt), then resume") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 def initial_weights(cfg: Config) -> dict:

@@ -104,6 +104,22 @@ def test_resume_continues_from_the_saved_epoch(tiny_run, tmp_path):
     assert resumed["epoch"] == 3 and resumed["machines"] == [other, here]
 
 
+def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(tiny_run, tmp_path):
+    """A second `--resume` of a run still training (say, started again before Ctrl-C's last step ended) is
+    refused before it touches the folder: it would trim the training log and race the checkpoints."""
+    import fcntl
+    run = str(tmp_path / "busy")
+    shutil.copytree(tiny_run[0], run)
+    before = {f: os.path.getmtime(os.path.join(run, f)) for f in os.listdir(run)}
+    with open(os.path.join(run, ".training.lock"), "a+") as held:  # what the training process holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.truncate(0)  # the file stays behind a finished run, with its pid: only the lock counts
+        held.write("4242\n")
+        held.flush()
+        proc = run_script("main.py", "--resume", run, "--epochs", "3", check=False)
+    assert proc.returncode == 2 and f"{run} is being trained by another process (pid 4242)" in proc.stderr
+    assert all(os.path.getmtime(os.path.join(run, f)) == t for f, t in before.items() if f != ".training.lock")
+
 def test_resume_refuses_to_change_the_recipe(tiny_run):
     proc = run_script("main.py", "--resume", tiny_run[0], "--lr-g", "0.1", check=False)
     assert proc.returncode == 2 and "--lr-g" in proc.stderr
