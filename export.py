@@ -17,7 +17,7 @@ import warnings
 import torch
 
 from checkpoints import default_checkpoint, load_generator
-from config import UserError, WriteError, make_folder
+from config import UserError, WriteError, atomic_write, make_folder
 from models import Inpaint
 
 MAX_SIDE = 8192  # the exported graph accepts up to this many px per side
@@ -36,18 +36,16 @@ def export_onnx(generator: torch.nn.Module, path: str, size: int = 200) -> str:
     wk = torch.export.Dim("w_over_k", min=2, max=MAX_SIDE // k)
     shapes = {"image": {0: batch, 2: k * hk, 3: k * wk}, "mask": {0: batch, 2: k * hk, 3: k * wk}}
     make_folder(os.path.dirname(os.path.abspath(path)), path)
-    tmp = path + ".partial"
-    try:
+
+    def write(tmp: str):
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use
             torch.onnx.export(g, (x, m), tmp, input_names=["image", "mask"], output_names=["output"],
                               dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
-        os.replace(tmp, path)
+    try:
+        return atomic_write(path, write)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
 
 
 def main(argv=None) -> int:

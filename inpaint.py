@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, JpegImagePlugin
 from scipy import ndimage
 
 from checkpoints import default_checkpoint, load_generator
-from config import UserError, choose_runtime, make_folder
+from config import UserError, atomic_write, choose_runtime, make_folder
 from dataset import IMAGE_EXTS, IMAGE_ERRORS, to_rgb
 from models import inpaint, to_model_range, to_uint8
 
@@ -237,16 +237,12 @@ def save_options(im: Image.Image, jpeg: dict, path: str) -> tuple:
 def write_image(image: "np.ndarray | Image.Image", path: str, jpeg: "dict | None" = None) -> list:
     """Write atomically (a crash never leaves a half-written output file); returns warnings to show."""
     make_folder(os.path.dirname(os.path.abspath(path)), path)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.partial{ext or '.png'}"
+    png_if_unnamed = None if os.path.splitext(path)[1] else "PNG"  # else PIL picks the format by the extension
     try:
         im = image if isinstance(image, Image.Image) else Image.fromarray(image)
         im, options, notes = save_options(im, jpeg or {}, path)
-        im.save(tmp, **options)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: im.save(tmp, format=png_if_unnamed, **options))
     except (OSError, ValueError, KeyError) as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise InpaintError(f"cannot write {path}: {e}") from None
     return notes
 

@@ -492,15 +492,15 @@ def note_machine(state: TrainingState, cfg: Config, rt, dist: Distributed):
     """Record the machine and precision this sitting trains on; say so when a resume lands on another kind (bf16
     units or not), whose speed and rounding differ, and warn where the configured precision would be emulated."""
     here = f"{device_description(rt.device)}; {rt.precision}"
-    if state.machines and state.machines[-1] != here:
-        how = "picked by --precision auto for this machine" if cfg.precision == "auto" else "as configured"
-        log(dist, f"this run trained on {state.machines[-1]} and goes on on {here} ({how}): epoch timings from "
-                  "here on are this machine's, and the steps are not bit-identical to a resume on the first one")
+    if state.machines[-1:] != [here]:
+        if state.machines:
+            how = "picked by --precision auto for this machine" if cfg.precision == "auto" else "as configured"
+            log(dist, f"this run trained on {state.machines[-1]} and goes on on {here} ({how}): epoch timings from "
+                      "here on are this machine's, and the steps are not bit-identical to a resume on the first one")
+        state.machines.append(here)
     if rt.device.type == "cpu" and rt.precision == "bf16" and not cpu_has_bf16():
         log(dist, "warning: this CPU has no bf16 units, so bf16 autocast is emulated (~500x slower than where it "
                   "has them): stop with Ctrl-C and resume with --precision auto (fp32 here)")
-    if not state.machines or state.machines[-1] != here:
-        state.machines.append(here)
 
 
 @dataclass
