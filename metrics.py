@@ -207,11 +207,17 @@ def quality_metrics(pred, target, mask) -> dict:
 @dataclass(frozen=True)
 class Metric:
     """How a metric is shown and compared, declared once: its header, which way is better (ideal: +inf =
-    higher, -inf = lower, a number = closer to it), and its format (printed x scale with `digits` decimals)."""
+    higher, -inf = lower, a number = closer to it), its format (printed x scale with `digits` decimals), and how
+    images are averaged: arithmetically, or for a ratio geometrically (see geometric_mean_ci95)."""
     label: str
     ideal: float
     digits: int = 4
     scale: float = 1.0
+    geometric: bool = False
+
+    def average(self, values) -> tuple:
+        """(mean, 95 % CI half-width) over images, as this metric averages them."""
+        return geometric_mean_ci95(values) if self.geometric else mean_ci95(values)
 
     @property
     def header(self) -> str:
@@ -243,7 +249,7 @@ METRICS = {  # every metric a table, a goal line or a best-checkpoint choice nam
     "ssim": Metric("hole SSIM", UP),
     "edge": Metric("hole edge", DOWN),
     "seam": Metric("seam", DOWN, 3),
-    "detail": Metric("detail", 1.0, 3),
+    "detail": Metric("detail", 1.0, 3, geometric=True),
     "lpips": Metric("LPIPS", DOWN),
     "kid": Metric("KID×1000", DOWN, 2, 1000),
     "fd": Metric("FD-VGG", DOWN, 2),
@@ -262,3 +268,18 @@ def mean_ci95(values) -> tuple:
     if v.numel() < 2:
         return float(v.mean()) if v.numel() else math.nan, math.nan
     return float(v.mean()), float(1.96 * v.std(unbiased=True) / math.sqrt(v.numel()))
+
+
+RATIO_FLOOR = 1e-3  # a ratio below this (a flat fill) counts as this in a geometric mean, whose log would be -inf
+
+
+def geometric_mean_ci95(values) -> tuple:
+    """exp(mean log) of per-image ratios and the 95% CI's half-width by the delta method (exp(m) x the log mean's).
+
+    A ratio over a near-flat original (a hole on a plain backdrop) can be 10-100x: one such image pulls an
+    arithmetic mean of 400 above 1.2 while every other fill is smoother than the photo, and halving a texture
+    would count less than doubling it. In logs, 1/2 and 2 weigh the same and no image outweighs the rest."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    v = v[~torch.isnan(v)].clamp_min(RATIO_FLOOR)
+    mean, ci = mean_ci95(v.log())
+    return math.exp(mean), math.exp(mean) * ci

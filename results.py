@@ -62,7 +62,7 @@ def summarize(per_method: dict, real_features: "torch.Tensor | None" = None) -> 
     from perceptual import frechet_distance, kid
     out = {}
     for name, r in per_method.items():
-        s = {k: mean_ci95(r[k]) for k in COLUMNS if k in r and k != "identity"}
+        s = {k: METRICS[k].average(r[k]) for k in COLUMNS if k in r and k != "identity"}
         if "identity" in r and not torch.isnan(r["identity"]).all():  # measured on a subset of the faces
             d = r["identity"][~torch.isnan(r["identity"])]
             s["identity"], s["same_person"] = mean_ci95(d), mean_ci95((d < SAME_PERSON).double())

@@ -166,6 +166,19 @@ def test_detail_is_one_for_the_photo_below_it_for_a_blur_and_nan_without_an_inte
     assert torch.isnan(metrics.detail(photo, photo, thin)).all()
 
 
+def test_detail_is_averaged_over_images_in_logs_so_one_flat_original_does_not_decide_it():
+    """399 fills at 0.8 of the photo's texture and one over a near-flat backdrop at 60x: the arithmetic mean says
+    0.95 (inside the 0.8-1.2 goal), the geometric one stays at ~0.81; halving and doubling cancel; a flat fill's 0
+    and a thin stroke's NaN do not break it."""
+    values = torch.tensor([0.8] * 399 + [60.0])
+    assert metrics.mean_ci95(values)[0] > 0.94
+    mean, ci = metrics.METRICS["detail"].average(values)
+    assert 0.80 < mean < 0.82 and 0 < ci < 0.02
+    assert abs(metrics.geometric_mean_ci95(torch.tensor([0.5, 2.0, 0.5, 2.0]))[0] - 1) < 1e-9
+    assert abs(metrics.geometric_mean_ci95(torch.tensor([0.0, 0.0, float("nan")]))[0] - metrics.RATIO_FLOOR) < 1e-12
+    assert metrics.METRICS["psnr"].average(values) == metrics.mean_ci95(values)
+
+
 def test_every_metric_declares_its_direction_once():
     psnr, lpips, detail = metrics.METRICS["psnr"], metrics.METRICS["lpips"], metrics.METRICS["detail"]
     assert psnr.better(21.0, 20.0) and not psnr.better(20.0, 21.0) and psnr.better(1.0, None)
