@@ -125,3 +125,23 @@ def test_packaging_stopped_with_ctrl_c_leaves_weights_untouched(tiny_run, tmp_pa
     assert os.listdir(target) == ["README.md"] and (target / "README.md").read_text() == "the shipped weights' papers"
     assert sorted(os.listdir(tmp_path)) == ["weights"]  # no staging folder left
 
+
+def test_shipped_weights_fill_strokes_over_flat_colours_and_ramps_within_one_grey_level():
+    """6- and 12-px strokes over flat backdrops (black, near-white, grey, purple) and linear ramps, filled through
+    inpaint.py's own path: the mean error over the stroke stays under 1 grey level, as biharmonic's does."""
+    import numpy as np
+    from inpaint import Inpainter
+    size = 200
+    rows, cols = np.mgrid[:size, :size]
+    flat = lambda rgb: np.broadcast_to(np.array(rgb, float), (size, size, 3))  # noqa: E731
+    backdrops = {"black": flat((0, 0, 0)), "near-white": flat((250, 250, 250)), "grey": flat((128, 128, 128)),
+                 "purple": flat((120, 60, 160)), "ramp": np.repeat(cols[..., None] * 255.0 / (size - 1), 3, 2),
+                 "tinted ramp": (40 + rows[..., None] * 0.9) * np.array([1.0, 0.8, 0.6])}
+    inpainter = Inpainter(SHIPPED_WEIGHTS)
+    for width in (6, 12):
+        stroke = np.abs(cols - size / 2 - 0.1 * (rows - size / 2)) < width / 2  # near-vertical
+        stroke[:20] = stroke[-20:] = False
+        for name, backdrop in backdrops.items():
+            photo = np.round(backdrop).astype(np.uint8)
+            error = np.abs(inpainter(photo, stroke)[stroke].astype(float) - photo[stroke]).mean()
+            assert error < 1.0, f"{width}-px stroke over {name}: {error:.2f} grey levels off"

@@ -205,12 +205,12 @@ def test_a_run_can_start_from_the_shipped_weights():
     from main import build_state
     rt = choose_runtime("cpu", "fp32", False)
     shipped, _ = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
-    state = build_state(Config(init_from=SHIPPED_WEIGHTS, prefill=False, gate=0.0).validate(), rt, Distributed("cpu"), None)
+    state = build_state(Config(init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)  # the default network
     assert all(torch.equal(p.float(), q) for p, q in zip(shipped.state_dict().values(), state.g.state_dict().values()))
     assert same(state.g, state.g_ema)
-    # the default network (it prefills, the shipped one does not), a narrower one, the U-Net: each is refused with
-    # the flags that would match
-    for other, fix in (({}, "--no-prefill --gate 0.0"), ({"width": 16}, "--width 32"), ({"arch": "unet"}, "--arch dilated")):
+    # a network without the prefill, a narrower one, the U-Net: each is refused with the flags that would match
+    for other, fix in (({"prefill": False, "gate": 0.0}, "--prefill --gate 0.01"), ({"width": 16}, "--width 32"),
+                       ({"arch": "unet"}, "--arch dilated")):
         with pytest.raises(ConfigError, match=f"--init-from .*'arch': 'dilated', 'width': 32.*--arch and its arguments.*{fix}"):
             build_state(Config(**other, init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)
 
