@@ -26,6 +26,7 @@ from results import DEFAULT_CACHE, identity_images, run_results
 
 WEIGHTS_DIR = os.path.dirname(SHIPPED_WEIGHTS)
 KINDS = ["square", "boxes", "strokes"]
+STAGING_PREFIX = ".weights-staging-"  # the evaluation and new files, until they replace weights/ (.gitignore)
 CHECK_IMAGES = 16  # test faces whose square-hole PSNR is recorded for tests/test_shipped_weights.py to reproduce
 
 
@@ -112,7 +113,8 @@ def package(run_dir: str, checkpoint: str, data_dir: str, force: bool, precision
     """Evaluate the run's generator as it would ship (fp16) with results.py's code and cache (so that
     `results.py weights` afterwards reuses every result), then move it and its papers into weights/."""
     payload, ckpt = shipped_state(run_checkpoint(run_dir, checkpoint))
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(WEIGHTS_DIR)) as staging:
+    # staged beside weights/ (one filesystem, so every move is an atomic rename), under a name git ignores
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=os.path.dirname(WEIGHTS_DIR)) as staging:
         candidate = os.path.join(staging, "generator.pt")
         atomic_save(payload, candidate)
         eval_dir = os.path.join(staging, "eval")

@@ -3,6 +3,7 @@ import json
 import os
 import re
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -124,6 +125,26 @@ def test_packaging_stopped_with_ctrl_c_leaves_weights_untouched(tiny_run, tmp_pa
     assert "weights/ is unchanged" in capsys.readouterr().err
     assert os.listdir(target) == ["README.md"] and (target / "README.md").read_text() == "the shipped weights' papers"
     assert sorted(os.listdir(tmp_path)) == ["weights"]  # no staging folder left
+
+
+def test_the_packaging_staging_folder_is_one_git_ignores(tiny_run, tmp_path, monkeypatch):
+    """While package_weights evaluates (an hour and more on CelebA) its staging folder sits beside weights/: it is
+    named so that git status stays clean and a commit cannot pick it up."""
+    import shutil
+    import subprocess
+    import package_weights
+    if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
+        pytest.skip("needs git and the repository")
+    seen = []
+    monkeypatch.setattr(package_weights, "WEIGHTS_DIR", str(tmp_path / "weights"))
+
+    def look(*args, out_dir, **kwargs):
+        seen.append(os.path.basename(os.path.dirname(out_dir)))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(package_weights, "run_results", look)
+    assert package_weights.main([tiny_run[0], "--cache-dir", ""]) == 130
+    assert seen and seen[0].startswith(package_weights.STAGING_PREFIX)
+    assert subprocess.run(["git", "check-ignore", "-q", seen[0]], cwd=ROOT).returncode == 0
 
 
 def test_shipped_weights_fill_strokes_over_flat_colours_and_ramps_within_one_grey_level():
