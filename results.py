@@ -65,7 +65,8 @@ def summarize(per_method: dict, real_features: "torch.Tensor | None" = None) -> 
         s = {k: METRICS[k].average(r[k]) for k in COLUMNS if k in r and k != "identity"}
         if "identity" in r and not torch.isnan(r["identity"]).all():  # measured on a subset of the faces
             d = r["identity"][~torch.isnan(r["identity"])]
-            s["identity"], s["same_person"] = mean_ci95(d), mean_ci95((d < SAME_PERSON).double())
+            s["identity"] = METRICS["identity"].average(d)
+            s["same_person"] = METRICS["same_person"].average((d < SAME_PERSON).double())
         if real_features is not None and "features" in r:
             s["kid"] = kid(real_features, r["features"])
             s["fd"] = (frechet_distance(real_features, r["features"]), math.nan)
