@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from masks import MASK_KINDS, parse_mix
+from masks import MASK_KINDS, parse_kind_weights, parse_mix
 from models import ARCHITECTURES, arch_arg_names
 
 DATA_ENV = "INPAINT_DATA_DIR"  # environment variable naming the image folder when --data-dir is not given
@@ -72,6 +72,7 @@ class Config:
     adv_ramp: float = F(0.1, "fraction of the run over which the adversarial weights then rise linearly to theirs")
     w_fm: float = F(1000.0, "weight of feature matching on the discriminator's features (LaMa); a GAN term: off with w_adv 0")
     gan_hole_weight: float = F(0.5, "once the GAN is on, the pixel losses' weight on hole pixels (ring pixels: 1), reached along the adversarial ramp; 0 leaves the fill to the GAN terms and the seam (LaMa); the twin keeps 1")
+    gan_kind_weights: str = F("", "how strongly the GAN phase acts on a training sample by its hole's kind, e.g. 'strokes:0.25': its adversarial and feature-matching terms scaled by it and its hole weight moved only that far towards gan_hole_weight; kinds not named: 1")
     w_r1: float = F(0.0, "weight of the R1 gradient penalty on the discriminator's real images; a GAN term: off with w_adv 0")
     w_l1: float = F(100.0, "weight of the L1 reconstruction loss")
     w_edge: float = F(10.0, "weight of the Sobel edge loss")
@@ -149,6 +150,10 @@ class Config:
             parse_mix(self.mask_mix)
         except ValueError as e:
             errors.append(f"--mask-mix={self.mask_mix!r}: {e}")
+        try:
+            parse_kind_weights(self.gan_kind_weights, "gan_kind_weights")
+        except ValueError as e:
+            errors.append(f"--gan-kind-weights={self.gan_kind_weights!r}: {e}")
         if self.mask == "square" and self.image_size >= 1:
             lo, hi = [(self.hole_size + s) ** 2 / self.image_size ** 2 for s in (-self.hole_jitter, self.hole_jitter)]
             need(hi >= self.min_hole_fraction and lo <= self.max_hole_fraction, "max_hole_fraction",

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from metrics import SSIM_RADIUS, excess_gradient, hole_bounds, masked_mean, seam_band, sobel_magnitude, ssim_map
+from masks import parse_kind_weights
 from models import composite, to_unit_range
 
 
@@ -16,11 +17,18 @@ class Critique(NamedTuple):
     """What the discriminator said about one batch. fake: per-layer features of the composites, logits last;
     real: the same of the real images (None when no active term needs them); fakeness: B, 1, h, w on the
     logit grid, how much of each composite patch is generated (1 everywhere without --d-mask); real_images:
-    the real input, with requires_grad when a term differentiates the logits by it (R1)."""
+    the real input, with requires_grad when a term differentiates the logits by it (R1); weights: B, 1, 1, 1,
+    how much each sample's generator terms count (--gan-kind-weights), None for 1 each."""
     fake: list
     real: "list | None"
     fakeness: torch.Tensor
     real_images: "torch.Tensor | None" = None
+    weights: "torch.Tensor | None" = None
+
+
+def per_sample(values: torch.Tensor, c: Critique) -> torch.Tensor:
+    """values (B, ...) scaled by each sample's weight in the critique (unchanged without weights)."""
+    return values if c.weights is None else values * c.weights
 
 
 def hole_patches(mask: torch.Tensor, logits: torch.Tensor, blur: float = 0.0) -> torch.Tensor:
@@ -41,13 +49,13 @@ def generator_adversarial_loss(c: Critique) -> torch.Tensor:
     how generated each patch is."""
     logits = c.fake[-1]
     per_patch = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    return masked_mean(per_patch, c.fakeness, dim=None)
+    return masked_mean(per_sample(per_patch, c), c.fakeness, dim=None)
 
 
 def feature_matching_loss(c: Critique) -> torch.Tensor:
     """L1 between the discriminator's features of composite and real image, averaged over its blocks (LaMa):
     a dense target the generator can follow before the discriminator's verdicts mean much."""
-    return sum((f - r.detach()).abs().mean() for f, r in zip(c.fake[:-1], c.real[:-1])) / (len(c.fake) - 1)
+    return sum(per_sample((f - r.detach()).abs(), c).mean() for f, r in zip(c.fake[:-1], c.real[:-1])) / (len(c.fake) - 1)
 
 
 def discriminator_loss(c: Critique) -> torch.Tensor:
@@ -84,6 +92,15 @@ class Adversarial:
         weight = lambda field: 1.0 if not field else getattr(cfg, field)
         self.g_terms = {k: (weight(f), fn) for k, (f, fn) in GENERATOR_ADVERSARIAL.items() if k == "gan_g" or weight(f) > 0}
         self.d_terms = {k: (weight(f), fn) for k, (f, fn) in DISCRIMINATOR_TERMS.items() if k == "gan_d" or weight(f) > 0}
+        self.kind_weights = parse_kind_weights(cfg.gan_kind_weights, "gan_kind_weights")
+
+    def sample_weights(self, kinds: "list | None", device) -> "torch.Tensor | None":
+        """B, 1, 1, 1: how strongly the GAN phase acts on each sample, by its hole's kind (--gan-kind-weights);
+        None when every sample's is 1 (or the kinds are not known)."""
+        weights = [self.kind_weights.get(k, 1.0) for k in kinds or ()]
+        if all(w == 1.0 for w in weights):
+            return None
+        return torch.tensor(weights, device=device).view(-1, 1, 1, 1)
 
     @property
     def keys(self) -> tuple:
@@ -99,10 +116,11 @@ class Adversarial:
             real_feats = [f.float() for f in d(with_mask(real_images), features=True)]
         return Critique(fake, real_feats, fakeness, real_images)
 
-    def generator_loss(self, d, real, composite, mask, scale: float = 1.0) -> tuple:
-        """scale x the weighted generator terms (the schedule's share of w_adv), and their unweighted values.
-        d must be frozen by the caller: only the generator learns from this."""
+    def generator_loss(self, d, real, composite, mask, scale: float = 1.0, weights=None) -> tuple:
+        """scale x the weighted generator terms (the schedule's share of w_adv), and their unweighted values;
+        weights: sample_weights' per-sample strengths. d must be frozen by the caller: only the generator learns."""
         c = self.critique(d, real, composite, mask, real_view=bool(NEEDS_REAL_FEATURES & set(self.g_terms)))
+        c = c._replace(weights=weights)
         values = {k: fn(c) for k, (_, fn) in self.g_terms.items()}
         return scale * sum(w * values[k] for k, (w, _) in self.g_terms.items()), values
 

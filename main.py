@@ -32,7 +32,7 @@ from distributed import Distributed
 from baselines import mean_fill
 from evaluation import evaluate_baseline, evaluate_generator
 from losses import RECONSTRUCTION, Adversarial, adversarial_part, reconstruction_losses
-from masks import dilate, fixed_masks, rng_for, training_masks
+from masks import dilate, fixed_masks, rng_for, training_holes
 from metrics import METRICS
 from models import count_parameters, from_unit_range, inpaint, parameter_table, to_model_range, to_unit_range
 from plots import masked_view, save_grid, save_training_plot
@@ -143,20 +143,27 @@ def reconstruction_region(cfg: Config, mask: torch.Tensor) -> torch.Tensor:
     return dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
 
 
-def reconstruction_weights(cfg: Config, mask: torch.Tensor, adv_scale: float) -> torch.Tensor:
+def reconstruction_weights(cfg: Config, mask: torch.Tensor, adv_scale: "float | torch.Tensor") -> torch.Tensor:
     """B, 1, H, W: the reconstruction region, its hole pixels weighted down towards cfg.gan_hole_weight as the
-    adversarial schedule rises (called only with the GAN on: the twin keeps the full pixel loss)."""
+    adversarial schedule rises (called only with the GAN on: the twin keeps the full pixel loss). adv_scale: the
+    schedule's share, or B, 1, 1, 1 of it times each sample's GAN strength (Adversarial.sample_weights)."""
     hole_weight = 1.0 + adv_scale * (cfg.gan_hole_weight - 1.0)
     region = reconstruction_region(cfg, mask)
-    return region if hole_weight == 1.0 else region - (1.0 - hole_weight) * mask  # the hole lies inside the region
+    if not torch.is_tensor(hole_weight) and hole_weight == 1.0:
+        return region
+    return region - (1.0 - hole_weight) * mask  # the hole lies inside the region
 
 
 def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, mask, cfg: Config, rt, adv_scale: float,
-                   finite=all_finite) -> "dict | None":
+                   finite=all_finite, weights: "torch.Tensor | None" = None) -> "dict | None":
     """One generator update on the weighted RECONSTRUCTION terms (over hole + ring, or the whole image) plus,
-    with the GAN, its generator terms at adv_scale (the schedule's share, 0-1) of their configured weights.
+    with the GAN, its generator terms at adv_scale (the schedule's share, 0-1) of their configured weights, each
+    sample's by its weight (B, 1, 1, 1 from gan.sample_weights, or None for 1 each).
     Returns the detached logged values, or None when the loss was NaN/inf (then nothing changed)."""
-    region = reconstruction_region(cfg, mask) if gan is None else reconstruction_weights(cfg, mask, adv_scale)
+    if gan is None:
+        region = reconstruction_region(cfg, mask)
+    else:
+        region = reconstruction_weights(cfg, mask, adv_scale if weights is None else adv_scale * weights)
     loss_g, values = reconstruction_losses(raw, batch, region, mask, cfg)
     if gan is not None:
         adv = {k: torch.zeros((), device=batch.device) for k in gan.g_terms}
@@ -166,7 +173,7 @@ def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, m
             plain_d = getattr(d, "module", d)
             plain_d.requires_grad_(False)
             with rt.autocast():
-                loss_adv, adv = gan.generator_loss(plain_d, batch, composite, mask, adv_scale)
+                loss_adv, adv = gan.generator_loss(plain_d, batch, composite, mask, adv_scale, weights)
             plain_d.requires_grad_(True)
             loss_g = loss_g + loss_adv
         values = {**adv, **values}
@@ -178,9 +185,10 @@ def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, m
 
 
 def train_step(batch, mask, nets, opts, gan: "Adversarial | None", cfg: Config, rt, finite=all_finite,
-               adv_scale: float = 1.0) -> "dict | None":
+               adv_scale: float = 1.0, kinds: "list | None" = None) -> "dict | None":
     """The generator's output computed once; with the GAN (gan, built once by build_state; d and opt_d are
-    None without it) one discriminator update while the schedule's adv_scale is > 0, then one generator update.
+    None without it) one discriminator update while the schedule's adv_scale is > 0, then one generator update
+    (its GAN terms per sample by the holes' kinds, when given and --gan-kind-weights names them).
     Returns detached losses on the device (train_keys(gan)), or None when a loss was NaN/inf. Under DDP,
     `finite` asks every rank, so all of them skip together; nets may be DDP-wrapped."""
     g, d = nets
@@ -194,7 +202,8 @@ def train_step(batch, mask, nets, opts, gan: "Adversarial | None", cfg: Config, 
             d_values = discriminator_step(gan, d, opt_d, batch, composite, mask, rt, cfg.grad_clip, finite)
             if d_values is None:
                 return None
-    out = generator_step(gan, d, opt_g, raw, composite, batch, mask, cfg, rt, adv_scale, finite)
+    weights = None if gan is None else gan.sample_weights(kinds, batch.device)
+    out = generator_step(gan, d, opt_g, raw, composite, batch, mask, cfg, rt, adv_scale, finite, weights)
     return None if out is None else {**out, **d_values}
 
 
@@ -581,15 +590,16 @@ class Run:
 
 
 def training_input(cfg: Config, rt, batch, rng, crop: "int | None" = None) -> tuple:
-    """(images in [-1, 1], holes) of one step from a uint8 batch: augmented, holes drawn on the whole image,
-    then with a crop (default cfg.crop) the same random window of both (B, 3 | 1, crop, crop), in the run's
-    memory format."""
+    """(images in [-1, 1], holes, the holes' kinds) of one step from a uint8 batch: augmented, holes drawn on
+    the whole image, then with a crop (default cfg.crop) the same random window of both (B, 3 | 1, crop, crop),
+    in the run's memory format; kinds: a list of B of square, boxes, strokes."""
     crop = cfg.crop if crop is None else crop
     x = augment(to_model_range(batch, rt.device, rt.memory_format()), rng, cfg.hflip, cfg.color_jitter)
-    m = training_masks(cfg, len(x), rng).to(rt.device)
+    m, kinds = training_holes(cfg, len(x), rng)
+    m = m.to(rt.device)
     if crop:
         x, m = random_crops(x, m, crop, rng)
-    return tuple(t.contiguous(memory_format=rt.memory_format()) for t in (x, m))
+    return (*(t.contiguous(memory_format=rt.memory_format()) for t in (x, m)), kinds)
 
 
 def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
@@ -598,13 +608,13 @@ def training_step(run: Run, epoch: int, step: int, batch) -> "dict | None":
     cfg, rt, state = run.cfg, run.rt, run.state
     rng = rng_for(cfg.seed, epoch, step, run.dist.rank) if run.dist.enabled else rng_for(cfg.seed, epoch, step)
     global_step, total = epoch * run.steps_per_epoch + step, cfg.epochs * run.steps_per_epoch
-    x, m = training_input(cfg, rt, batch, rng, cfg.crop if global_step < cfg.crop_fraction * total else 0)
+    x, m, kinds = training_input(cfg, rt, batch, rng, cfg.crop if global_step < cfg.crop_fraction * total else 0)
     factor = learning_rate_factor(cfg, global_step, total)
     for opt, base in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
         for group in opt.param_groups if opt is not None else ():
             group["lr"] = base * factor
     out = train_step(x, m, run.nets, (state.opt_g, state.opt_d), state.gan, cfg, rt, run.finite,
-                     adversarial_scale(cfg, global_step / total))
+                     adversarial_scale(cfg, global_step / total), kinds)
     if out is not None and state.g_ema is not None:
         update_ema(state.g_ema, state.g, ema_decay(cfg, global_step))
     return out

@@ -90,23 +90,38 @@ def _free_form(kind: str, size: int, rng: np.random.Generator, max_elements: int
     return mask
 
 
-def parse_mix(text: str) -> dict:
-    """'square:1,boxes:1,strokes:2' -> normalised weights; raises ValueError naming the problem."""
+def parse_kind_weights(text: str, flag: str) -> dict:
+    """'strokes:0.5,boxes:1' -> {kind: weight}; raises ValueError naming the flag and the problem."""
     weights = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, w = part.partition(":")
-        if kind not in MASK_KINDS[:3] or not w:
-            raise ValueError(f"mask_mix entry {part!r}: expected KIND:WEIGHT with KIND one of square, boxes, strokes")
-        weights[kind] = float(w)
-    total = sum(weights.values())
-    if not weights or not math.isfinite(total) or total <= 0 or min(weights.values()) < 0:
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = math.nan
+        if kind not in MASK_KINDS[:3] or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"{flag} entry {part!r}: expected KIND:WEIGHT with KIND one of square, boxes, strokes "
+                             "and WEIGHT a finite number >= 0")
+        weights[kind] = weight
+    return weights
+
+
+def parse_mix(text: str) -> dict:
+    """'square:1,boxes:1,strokes:2' -> normalised weights; raises ValueError naming the problem."""
+    weights = parse_kind_weights(text, "mask_mix")
+    if sum(weights.values()) <= 0:
         raise ValueError(f"mask_mix {text!r}: weights must be finite, >= 0 and not all zero")
-    return {k: v / total for k, v in weights.items()}
+    return {k: v / sum(weights.values()) for k, v in weights.items()}
 
 
 def draw_mask(cfg, kind: str, rng: np.random.Generator, area: "tuple | None" = None, squares: int = 1) -> np.ndarray:
     """One H, W bool mask of the given kind whose hole fraction lies within `area` (default: the
     config's min/max_hole_fraction), redrawn until it does; a square mask is the union of `squares`."""
+    return draw_hole(cfg, kind, rng, area, squares)[0]
+
+
+def draw_hole(cfg, kind: str, rng: np.random.Generator, area: "tuple | None" = None, squares: int = 1) -> tuple:
+    """(draw_mask's mask, the kind drawn: for mixed, which of square, boxes and strokes it picked)."""
     lo, hi = area if area is not None else (cfg.min_hole_fraction, cfg.max_hole_fraction)
     size = cfg.image_size
     for _ in range(MAX_TRIES):
@@ -119,7 +134,7 @@ def draw_mask(cfg, kind: str, rng: np.random.Generator, area: "tuple | None" = N
         else:
             mask = _free_form(k, size, rng, cfg.max_boxes if k == "boxes" else cfg.max_strokes, lo)
         if lo <= mask.mean() <= hi:
-            return mask
+            return mask, k
     raise ValueError(f"could not draw a {kind} hole covering {lo:.0%}-{hi:.0%} of a {size} px image in "
                      f"{MAX_TRIES} tries: widen --min-hole-fraction/--max-hole-fraction or change the hole size")
 
@@ -130,11 +145,17 @@ def _stack(masks: list) -> torch.Tensor:
 
 def training_masks(cfg, n: int, rng: np.random.Generator) -> torch.Tensor:
     """Holes for one training batch, of the kind the config asks for."""
+    return training_holes(cfg, n, rng)[0]
+
+
+def training_holes(cfg, n: int, rng: np.random.Generator) -> tuple:
+    """(training_masks' n, 1, H, W holes, the kind of each: a list of n of square, boxes, strokes)."""
     if cfg.mask == "square" and cfg.min_hole_fraction == 0 and cfg.max_hole_fraction >= 1:
         k = cfg.holes
         squares = square_masks(n * k, cfg.image_size, cfg.hole_size, cfg.hole_margin, rng, cfg.hole_jitter)  # vectorised
-        return squares.view(n, k, 1, cfg.image_size, cfg.image_size).amax(1)  # n, 1, H, W: union of k squares
-    return _stack([draw_mask(cfg, cfg.mask, rng, squares=cfg.holes) for _ in range(n)])
+        return squares.view(n, k, 1, cfg.image_size, cfg.image_size).amax(1), ["square"] * n  # union of k squares
+    masks, kinds = zip(*(draw_hole(cfg, cfg.mask, rng, squares=cfg.holes) for _ in range(n)))
+    return _stack(list(masks)), list(kinds)
 
 
 def fixed_masks(cfg, n: int, split: str, kind: "str | None" = None, area: "tuple | None" = None,

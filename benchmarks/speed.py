@@ -126,8 +126,8 @@ def data_scale(data_dir: str, steps: int, device: str) -> dict:
     g, train = build(cfg, rt)
 
     def data_step(step):  # what main.py does per step: next batch (decoded on first use), holes, crop, step
-        x, m = training_input(cfg, rt, next(batches), rng_for(cfg.seed, 0, step))
-        train(x, m)
+        x, m, kinds = training_input(cfg, rt, next(batches), rng_for(cfg.seed, 0, step))
+        train(x, m, kinds)
         return x, m
 
     x, m = data_step(0)  # warm-up
@@ -156,7 +156,7 @@ def build(cfg: Config, rt: Runtime) -> tuple:
     d = build_discriminator(cfg).to(rt.device, memory_format=rt.memory_format()) if gan is not None else None
     opts = (torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
             torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)) if d is not None else None)
-    return g, lambda x, m: train_step(x, m, (g, d), opts, gan, cfg, rt)
+    return g, lambda x, m, kinds=None: train_step(x, m, (g, d), opts, gan, cfg, rt, kinds=kinds)
 
 
 def inference_pair(cfg: Config, size: int, rt: Runtime) -> tuple:
@@ -178,9 +178,9 @@ def flops_per_image(cfg: Config, batch_u8: torch.Tensor) -> dict:
         with FlopCounterMode(display=False) as fc, torch.no_grad():
             g(x, m)
         out[f"inference_{size}_gflop"] = fc.get_total_flops() / 1e9
-    x, m = training_input(cfg, rt, batch_u8[:2], rng_for(cfg.seed))
+    x, m, kinds = training_input(cfg, rt, batch_u8[:2], rng_for(cfg.seed))
     with FlopCounterMode(display=False) as fc:
-        train(x, m)
+        train(x, m, kinds)
     out["train_step_gflop"] = fc.get_total_flops() / 2 / 1e9
     return out
 
@@ -218,8 +218,7 @@ class Variant:
 
     def data_step(self):
         self.step_count += 1
-        x, m = training_input(self.cfg, self.rt, next(self.batches), rng_for(self.cfg.seed, 1, self.step_count))
-        self.train(x, m)
+        self.train(*training_input(self.cfg, self.rt, next(self.batches), rng_for(self.cfg.seed, 1, self.step_count)))
 
     def round(self, steps: int, infer_reps: int):
         self.timed("step", steps, lambda: self.train(*self.fixed))

@@ -179,3 +179,13 @@ def test_cycled_buckets_put_each_image_in_one_bucket_with_its_full_protocol_hole
         assert torch.equal(masks, full[("strokes", bucket_label((lo, hi)))][idx])  # a subset of the full protocol
         seen += idx.tolist()
     assert sorted(seen) == list(range(12))
+
+
+def test_training_holes_name_the_kind_each_mixed_hole_was_drawn_as():
+    from masks import training_holes
+    cfg = Config(mask="mixed", mask_mix="square:1,strokes:1", holes=1).validate()
+    masks, kinds = training_holes(cfg, 40, rng_for(5))
+    assert torch.equal(masks, training_masks(cfg, 40, rng_for(5)))  # the same draws: runs resume bit for bit
+    assert set(kinds) == {"square", "strokes"}
+    assert [float(m.sum()) == 32 * 32 for m in masks] == [k == "square" for k in kinds]  # one square: its area
+    assert training_holes(Config(mask="square").validate(), 3, rng_for(6))[1] == ["square"] * 3

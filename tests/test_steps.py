@@ -223,5 +223,29 @@ def test_no_evaluation_network_can_reach_a_training_loss():
     tree = ast.parse(open(path).read())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"typing", "torch", "metrics", "models"}, imported
+    assert imported <= {"typing", "torch", "metrics", "models", "masks"}, imported  # masks: numpy and PIL only
     assert not imported & {"perceptual", "identity", "dlib", "evaluation"}
+
+
+def test_gan_kind_weights_take_a_kind_out_of_the_gan_phase_and_only_that_kind():
+    """--gan-kind-weights strokes:0: a stroke sample's generator update is the twin's (reconstruction alone,
+    the full hole weight), bit for bit; a boxes sample beside it keeps the GAN; strokes:1 is the default."""
+    from copy import deepcopy
+
+    def generator_after_step(kinds, **kw):
+        cfg, g, d, x, m, rt = setup(gan_hole_weight=0.5, w_fm=10.0, **kw)
+        opts = (torch.optim.Adam(g.parameters(), lr=1e-3), torch.optim.Adam(d.parameters(), lr=1e-3))
+        gan = adversarial_part(cfg)
+        train_step(x[:2], m[:2], (g, d if gan else None), opts if gan else opts[:1] + (None,), gan, cfg, rt,
+                   kinds=kinds)
+        return g
+
+    twin = generator_after_step(["strokes"] * 2, w_adv=0.0)
+    assert same(generator_after_step(["strokes"] * 2, gan_kind_weights="strokes:0"), twin)
+    assert not same(generator_after_step(["strokes"] * 2, gan_kind_weights="strokes:0.5"), twin)
+    assert not same(generator_after_step(["boxes"] * 2, gan_kind_weights="strokes:0"), twin)
+    assert same(generator_after_step(["strokes"] * 2, gan_kind_weights="boxes:1"), generator_after_step(["strokes"] * 2))
+    gan = Adversarial(Config(gan_kind_weights="strokes:0.25,square:0").validate())
+    assert gan.sample_weights(["boxes", "strokes", "square"], "cpu").flatten().tolist() == [1.0, 0.25, 0.0]
+    assert gan.sample_weights(["boxes", "boxes"], "cpu") is None and gan.sample_weights(None, "cpu") is None
+    assert deepcopy(gan).kind_weights == {"strokes": 0.25, "square": 0.0}

@@ -25,22 +25,24 @@ from masks import rng_for  # noqa: E402
 from models import composite, inpaint  # noqa: E402
 
 
-def term_gradients(g, d, cfg, x, m) -> dict:
-    """{term: (unweighted value, weight, norm of the weighted term's gradient on the raw output in the holes)}."""
+def term_gradients(g, d, cfg, x, m, kinds=None) -> dict:
+    """{term: (unweighted value, weight, norm of the weighted term's gradient on the raw output in the holes)};
+    kinds: the holes' kinds, for --gan-kind-weights."""
     with torch.no_grad():
         raw, _ = inpaint(g, x, m)
     raw = raw.requires_grad_(True)
     filled = composite(raw, x, m)  # B, 3, H, W, built from the leaf so every term's gradient lands on raw
     gan = adversarial_part(cfg)
     # the GAN phase at full strength: its pixel losses weigh the hole by gan_hole_weight
-    region = reconstruction_region(cfg, m) if gan is None else reconstruction_weights(cfg, m, 1.0)
+    weights = None if gan is None else gan.sample_weights(kinds, x.device)
+    region = reconstruction_region(cfg, m) if gan is None else reconstruction_weights(cfg, m, 1.0 if weights is None else weights)
     terms = {name: (getattr(cfg, field), lambda name=name: reconstruction_term(name, raw, x, region, m))
              for name, (field, _) in RECONSTRUCTION.items()}
     if gan is not None and d is not None:
         d.requires_grad_(False)
         for name, (weight, fn) in gan.g_terms.items():
             real = name in NEEDS_REAL_FEATURES
-            terms[name] = (weight, lambda fn=fn, real=real: fn(gan.critique(d, x, filled, m, real_view=real)))
+            terms[name] = (weight, lambda fn=fn, real=real: fn(gan.critique(d, x, filled, m, real_view=real)._replace(weights=weights)))
     out = {}
     for name, (weight, value) in terms.items():
         loss = value()
@@ -81,8 +83,8 @@ def main(argv=None) -> int:
                               f"{args.batches} batches of {cfg.batch_size}; ask for fewer batches")
         sums = {}
         for b in range(args.batches):
-            x, m = training_input(cfg, rt, images[b * cfg.batch_size:(b + 1) * cfg.batch_size], rng_for(cfg.seed, 99, b))
-            for name, (value, weight, norm) in term_gradients(g, d, cfg, x, m).items():
+            x, m, kinds = training_input(cfg, rt, images[b * cfg.batch_size:(b + 1) * cfg.batch_size], rng_for(cfg.seed, 99, b))
+            for name, (value, weight, norm) in term_gradients(g, d, cfg, x, m, kinds).items():
                 s = sums.setdefault(name, [0.0, weight, 0.0])
                 s[0], s[2] = s[0] + value / args.batches, s[2] + norm / args.batches
     except UserError as e:
