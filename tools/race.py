@@ -61,17 +61,23 @@ def judge(args, name: str) -> dict:
     out = os.path.join(args.out_dir, name, "race_val")
     done = os.path.join(out, "results.json")
     if os.path.isfile(done) and os.path.getmtime(done) > os.path.getmtime(os.path.join(args.out_dir, name, "last.pt")):
-        print(f"judging {name}: reusing {done} (newer than its last.pt)", flush=True)
         with open(done) as fh:
-            return json.load(fh)
+            judged = json.load(fh)
+        if has_identity(judged) or not args.identity_images:
+            print(f"judging {name}: reusing {done} (newer than its last.pt)", flush=True)
+            return judged
     cmd = [sys.executable, os.path.join(ROOT, "results.py"), os.path.join(args.out_dir, name), "--checkpoint", "last",
            "--data-dir", args.data_dir, "--split", "val", "--max-images", str(args.val_images), "--buckets", "cycle",
-           "--masks", KINDS, "--out", out, "--jobs", str(args.jobs),
-           "--identity-images", "0"]  # identity costs ~0.1 s a face and method: for the final test evaluation
+           "--masks", KINDS, "--out", out, "--jobs", str(args.jobs), "--identity-images", str(args.identity_images)]
     print(f"judging {name}: {shlex.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     with open(os.path.join(out, "results.json")) as fh:
         return json.load(fh)
+
+
+def has_identity(judged: dict) -> bool:
+    """Whether a results.json measured the same-person share (of our composites, on any kind)."""
+    return any("same_person" in buckets.get("all", {}).get("ours", {}) for buckets in judged["sets"].values())
 
 
 def steps(run_dir: str) -> list:
@@ -130,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per candidate")
     p.add_argument("--val-images", type=int, default=500, help="validation faces judged (each kind, one bucket each)")
     p.add_argument("--jobs", type=int, default=2, help="processes for the classical fills while judging")
+    p.add_argument("--identity-images", type=int, default=0,
+                   help="faces whose same-person share is measured (dlib, ~0.1 s a face and method); 0 = off")
     p.add_argument("--skip-training", action="store_true", help="only judge the runs already in --out-dir")
     args = p.parse_args(argv)
     args.out_dir = os.path.abspath(os.path.expanduser(args.out_dir))
