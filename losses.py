@@ -106,7 +106,7 @@ class Adversarial:
     def keys(self) -> tuple:
         return tuple(self.g_terms) + tuple(self.d_terms)
 
-    def critique(self, d, real, composite, mask, real_view: bool, real_grad: bool = False) -> Critique:
+    def critique(self, d, real, composite, mask, real_view: bool, real_grad: bool = False, weights=None) -> Critique:
         with_mask = (lambda x: torch.cat([x, mask.to(x.dtype)], dim=1)) if self.cfg.d_mask else (lambda x: x)
         fake = [f.float() for f in d(with_mask(composite), features=True)]
         fakeness = hole_patches(mask, fake[-1], self.cfg.mask_blur) if self.cfg.d_mask else torch.ones_like(fake[-1])
@@ -114,13 +114,13 @@ class Adversarial:
         if real_view:
             real_images = real.detach().requires_grad_(real_grad)
             real_feats = [f.float() for f in d(with_mask(real_images), features=True)]
-        return Critique(fake, real_feats, fakeness, real_images)
+        return Critique(fake, real_feats, fakeness, real_images, weights)
 
     def generator_loss(self, d, real, composite, mask, scale: float = 1.0, weights=None) -> tuple:
         """scale x the weighted generator terms (the schedule's share of w_adv), and their unweighted values;
         weights: sample_weights' per-sample strengths. d must be frozen by the caller: only the generator learns."""
-        c = self.critique(d, real, composite, mask, real_view=bool(NEEDS_REAL_FEATURES & set(self.g_terms)))
-        c = c._replace(weights=weights)
+        c = self.critique(d, real, composite, mask, real_view=bool(NEEDS_REAL_FEATURES & set(self.g_terms)),
+                          weights=weights)
         values = {k: fn(c) for k, (_, fn) in self.g_terms.items()}
         return scale * sum(w * values[k] for k, (w, _) in self.g_terms.items()), values
 

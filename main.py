@@ -143,11 +143,13 @@ def reconstruction_region(cfg: Config, mask: torch.Tensor) -> torch.Tensor:
     return dilate(mask, cfg.ring) if cfg.loss_region == "hole_ring" else torch.ones_like(mask)
 
 
-def reconstruction_weights(cfg: Config, mask: torch.Tensor, adv_scale: "float | torch.Tensor") -> torch.Tensor:
+def reconstruction_weights(cfg: Config, mask: torch.Tensor, adv_scale: float,
+                           weights: "torch.Tensor | None" = None) -> torch.Tensor:
     """B, 1, H, W: the reconstruction region, its hole pixels weighted down towards cfg.gan_hole_weight as the
-    adversarial schedule rises (called only with the GAN on: the twin keeps the full pixel loss). adv_scale: the
-    schedule's share, or B, 1, 1, 1 of it times each sample's GAN strength (Adversarial.sample_weights)."""
-    hole_weight = 1.0 + adv_scale * (cfg.gan_hole_weight - 1.0)
+    adversarial schedule rises (called only with the GAN on: the twin keeps the full pixel loss); with weights
+    (B, 1, 1, 1 from Adversarial.sample_weights) each sample's only that share of the way."""
+    share = adv_scale if weights is None else adv_scale * weights
+    hole_weight = 1.0 + share * (cfg.gan_hole_weight - 1.0)
     region = reconstruction_region(cfg, mask)
     if not torch.is_tensor(hole_weight) and hole_weight == 1.0:
         return region
@@ -160,10 +162,7 @@ def generator_step(gan: "Adversarial | None", d, opt_g, raw, composite, batch, m
     with the GAN, its generator terms at adv_scale (the schedule's share, 0-1) of their configured weights, each
     sample's by its weight (B, 1, 1, 1 from gan.sample_weights, or None for 1 each).
     Returns the detached logged values, or None when the loss was NaN/inf (then nothing changed)."""
-    if gan is None:
-        region = reconstruction_region(cfg, mask)
-    else:
-        region = reconstruction_weights(cfg, mask, adv_scale if weights is None else adv_scale * weights)
+    region = reconstruction_region(cfg, mask) if gan is None else reconstruction_weights(cfg, mask, adv_scale, weights)
     loss_g, values = reconstruction_losses(raw, batch, region, mask, cfg)
     if gan is not None:
         adv = {k: torch.zeros((), device=batch.device) for k in gan.g_terms}

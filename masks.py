@@ -109,9 +109,10 @@ def parse_kind_weights(text: str, flag: str) -> dict:
 def parse_mix(text: str) -> dict:
     """'square:1,boxes:1,strokes:2' -> normalised weights; raises ValueError naming the problem."""
     weights = parse_kind_weights(text, "mask_mix")
-    if sum(weights.values()) <= 0:
+    total = sum(weights.values())
+    if total <= 0:
         raise ValueError(f"mask_mix {text!r}: weights must be finite, >= 0 and not all zero")
-    return {k: v / sum(weights.values()) for k, v in weights.items()}
+    return {k: v / total for k, v in weights.items()}
 
 
 def draw_mask(cfg, kind: str, rng: np.random.Generator, area: "tuple | None" = None, squares: int = 1) -> np.ndarray:

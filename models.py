@@ -202,19 +202,22 @@ def _neighbours(h: int, w: int, radius: int, crop: tuple, like: torch.Tensor) ->
     return (count(r0, r1, h)[:, None] * count(c0, c1, w)[None, :])[None, None]
 
 
+def _scaled_neighbours(h: int, w: int, radius: int, crop: tuple, like: torch.Tensor, scale) -> torch.Tensor:
+    counts = _neighbours(h, w, radius, crop, like)
+    return counts if scale is None else scale / counts
+
+
 @functools.lru_cache(maxsize=256)
 def _kept_neighbours(h: int, w: int, radius: int, crop: tuple, scale, device: torch.device,
                      dtype: torch.dtype) -> torch.Tensor:
-    counts = _neighbours(h, w, radius, crop, torch.empty(0, device=device, dtype=dtype))
-    return counts if scale is None else scale / counts
+    return _scaled_neighbours(h, w, radius, crop, torch.empty(0, device=device, dtype=dtype), scale)
 
 
 def neighbours_of(h: int, w: int, radius: int, crop: tuple, like: torch.Tensor, scale: "float | None" = None):
     """_neighbours(...) (or scale / it): the same few values for every call at a size, so kept (a dozen small ops
     saved per call, ~80 us on the CPU) except while traced or compiled. Never written to."""
     if _traced():
-        counts = _neighbours(h, w, radius, crop, like)
-        return counts if scale is None else scale / counts
+        return _scaled_neighbours(h, w, radius, crop, like, scale)
     return _kept_neighbours(h, w, radius, crop, scale, like.device, like.dtype)
 
 

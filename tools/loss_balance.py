@@ -35,14 +35,14 @@ def term_gradients(g, d, cfg, x, m, kinds=None) -> dict:
     gan = adversarial_part(cfg)
     # the GAN phase at full strength: its pixel losses weigh the hole by gan_hole_weight
     weights = None if gan is None else gan.sample_weights(kinds, x.device)
-    region = reconstruction_region(cfg, m) if gan is None else reconstruction_weights(cfg, m, 1.0 if weights is None else weights)
+    region = reconstruction_region(cfg, m) if gan is None else reconstruction_weights(cfg, m, 1.0, weights)
     terms = {name: (getattr(cfg, field), lambda name=name: reconstruction_term(name, raw, x, region, m))
              for name, (field, _) in RECONSTRUCTION.items()}
     if gan is not None and d is not None:
         d.requires_grad_(False)
         for name, (weight, fn) in gan.g_terms.items():
             real = name in NEEDS_REAL_FEATURES
-            terms[name] = (weight, lambda fn=fn, real=real: fn(gan.critique(d, x, filled, m, real_view=real)._replace(weights=weights)))
+            terms[name] = (weight, lambda fn=fn, real=real: fn(gan.critique(d, x, filled, m, real_view=real, weights=weights)))
     out = {}
     for name, (weight, value) in terms.items():
         loss = value()
