@@ -14,14 +14,15 @@ spec.loader.exec_module(twin_check)
 IMAGES = ["a.jpg", "b.jpg"]
 
 
-def write_results(folder, psnr: dict, lpips: dict, kid: dict, images=IMAGES):
+def write_results(folder, psnr: dict, lpips: dict, kid: dict, images=IMAGES, identity=None):
     """A results folder as results.py writes it, for the model alone: {(kind, bucket): value per image} per metric
     (a square set's bucket is "square"); results.json's means are the per-image means, pooled per kind."""
     os.makedirs(folder, exist_ok=True)
     rows, sets = [], {}
     for (kind, bucket), values in psnr.items():
-        for name, p, lp in zip(images, values, lpips[(kind, bucket)]):
-            rows.append([name, "ours", kind, bucket, "0.05", p, lp])
+        ids = (identity or {}).get((kind, bucket), [""] * len(images))
+        for name, p, lp, d in zip(images, values, lpips[(kind, bucket)], ids):
+            rows.append([name, "ours", kind, bucket, "0.05", p, lp, d])
         sets.setdefault(kind, {})["all" if bucket == kind else bucket] = {"ours": {
             "psnr": {"mean": sum(values) / len(values)}, "lpips": {"mean": sum(lpips[(kind, bucket)]) / len(values)},
             "kid": kid_entry(kid.get((kind, bucket), 0.0))}}
@@ -35,7 +36,7 @@ def write_results(folder, psnr: dict, lpips: dict, kid: dict, images=IMAGES):
         json.dump({"split": "test", "images": len(images), "image_size": 200, "eval_seed": 1234, "sets": sets}, fh)
     with open(os.path.join(folder, "per_image.csv"), "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["image", "method", "mask_kind", "hole_bucket", "hole_fraction", "psnr", "lpips"])
+        w.writerow(["image", "method", "mask_kind", "hole_bucket", "hole_fraction", "psnr", "lpips", "identity"])
         w.writerows(rows)
 
 
@@ -98,6 +99,22 @@ def test_detail_must_rise_and_the_same_person_share_must_hold_in_every_kind():
     assert rows["same-person no lower than the twin's, pooled per kind"] is True
     rows = {goal: met for goal, _, met in twin_check.goal_rows(summary(0.85, 0.95), summary(0.80, 0.97), {})}
     assert rows["same-person no lower than the twin's, pooled per kind"] is False
+
+
+def test_the_same_person_line_shows_the_paired_descriptor_distance_on_the_faces_measured(tmp_path):
+    """Identity is measured on a subset of the faces (NaN elsewhere): the paired GAN − twin distance pools the
+    measured faces of a kind's buckets and skips the rest."""
+    twin = {s: [0.40, float("nan")] for s in SETS}
+    gan = {s: [0.43, float("nan")] for s in SETS}
+    for name, ids in (("gan", gan), ("twin", twin)):
+        write_results(tmp_path / name, uniform({}), uniform({}), {("strokes", "all"): 0.0}, identity=ids)
+    summaries = [json.load(open(tmp_path / m / "results.json")) for m in ("gan", "twin")]
+    for summary, share in zip(summaries, (0.95, 0.97)):
+        summary["sets"]["strokes"]["all"]["ours"]["same_person"] = {"mean": share}
+    diffs = twin_check.paired(*(twin_check.load(str(tmp_path / m))[1] for m in ("gan", "twin")))
+    rows = {goal: (measured, met) for goal, measured, met in twin_check.goal_rows(*summaries, diffs)}
+    assert rows["same-person no lower than the twin's, pooled per kind"] == (
+        "strokes 0.950 vs 0.970 (descriptor distance GAN − twin +0.0300 ± 0.0000)", False)
 
 
 def test_kid_is_judged_by_the_error_of_the_paired_difference_when_the_features_are_kept(tmp_path):

@@ -13,6 +13,7 @@ detail higher and the same-person share no lower pooled per kind, a hole-PSNR co
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 from collections import defaultdict
@@ -26,6 +27,7 @@ from results import goals_table  # noqa: E402
 OURS = "ours"
 KID_KINDS = ("boxes", "strokes")
 MAX_PSNR_COST = 0.5  # dB the adversarial term may cost in hole PSNR
+PAIRED = ("psnr", "lpips", "identity")  # per-image columns compared image by image (identity: on its subset)
 
 
 def load(folder: str) -> tuple:
@@ -40,8 +42,9 @@ def load(folder: str) -> tuple:
     with open(paths[1], newline="") as fh:
         for r in csv.DictReader(fh):
             if r["method"] == OURS:
-                rows[(r["mask_kind"], r["hole_bucket"], r["image"])] = {k: float(r[k]) for k in ("psnr", "lpips")
-                                                                       if r.get(k)}
+                values = {k: float(r[k]) for k in PAIRED if r.get(k)}
+                rows[(r["mask_kind"], r["hole_bucket"], r["image"])] = {k: v for k, v in values.items()
+                                                                       if not math.isnan(v)}  # identity: off its subset
     return summary, rows
 
 
@@ -155,6 +158,13 @@ def lpips_row(diffs: dict) -> list:
              f"worst {_name(worst)}: {mean:+.5f} ± {ci:.5f}", mean + ci < 0)]
 
 
+def _distance(diffs: dict, kind: str, metric: str) -> str:
+    """Beside a same-person share: the paired difference of the face descriptors' distance to the original's
+    (GAN − twin; lower keeps the person better), a continuous measure of what the share counts past a threshold."""
+    d = diffs.get((kind, "all"), {}).get("identity") if metric == "same_person" else None
+    return "" if d is None else f" (descriptor distance GAN − twin {_diff(d, 4)})"
+
+
 def goal_rows(gan: dict, twin: dict, diffs: dict, kid_pairs: "dict | None" = None) -> list:
     """(goal, measured, met) for issue 32's must-hold lines against the twin."""
     rows = lpips_row(diffs) + kid_rows(gan, twin, kid_pairs)
@@ -165,7 +175,8 @@ def goal_rows(gan: dict, twin: dict, diffs: dict, kid_pairs: "dict | None" = Non
             values = {k: (pooled(gan, k)[metric]["mean"], pooled(twin, k)[metric]["mean"]) for k in have}
             met = all(g > t if goal == "higher" else g >= t for g, t in values.values())
             rows.append((f"{metric.replace('_', '-')} {goal} than the twin's, pooled per kind",
-                         ", ".join(f"{k} {g:.3f} vs {t:.3f}" for k, (g, t) in values.items()), met))
+                         ", ".join(f"{k} {g:.3f} vs {t:.3f}{_distance(diffs, k, metric)}"
+                                   for k, (g, t) in values.items()), met))
     cost = {k: pooled(twin, k)["psnr"]["mean"] - pooled(gan, k)["psnr"]["mean"] for k in kinds}
     worst = max(cost, key=cost.get)
     rows.append((f"hole-PSNR cost ≤ {MAX_PSNR_COST} dB pooled per kind", f"worst {worst}: {cost[worst]:+.2f} dB",
