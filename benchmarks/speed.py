@@ -15,13 +15,16 @@ every variant (an architecture and a training crop, the rest of the default reci
 losses) the training step's images/s on the images it trains on, the same with data (decode or cache,
 augmentation, holes, crop), and inference at batch 1 on whole 200 and 256 px images. Variants and precisions
 are timed in interleaved rounds, so whatever else loads the machine slows all of them alike; each rate is the
-total over the rounds. Ratios are against --against (default `before`, the U-Net, nf 32, on whole images) in
-the same precision, and bf16 against fp32 for each variant. Prints a table and writes it to JSON (--json).
+total over the rounds for training, and for inference the median over its blocks (--infer-block batch-1
+inferences each, the variants' blocks alternating), so a moment of load on a 2-core machine cannot swing an
+inference ratio. Ratios are against --against (default `before`, the U-Net, nf 32, on whole images) in the same
+precision, and bf16 against fp32 for each variant. Prints a table and writes it to JSON (--json).
 """
 import argparse
 import json
 import os
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -194,11 +197,16 @@ class Variant:
         self.batches = source.batches(torch.arange(len(source)).repeat(1000), cfg.batch_size, True)
         self.fixed = training_input(cfg, rt, next(self.batches), rng_for(cfg.seed, 0))
         self.pairs = {s: inference_pair(cfg, s, rt) for s in INFER_SIZES}
-        self.seconds = {k: 0.0 for k in ("step", "data", *(f"infer_{s}" for s in INFER_SIZES))}
-        self.count = dict.fromkeys(self.seconds, 0)
         self.step_count = 0
-        self.train(*self.fixed)  # warm-up (allocator, oneDNN primitive caches)
+        self.reset()
+        self.train(*self.fixed)  # warm-up (allocator, oneDNN primitive caches), not counted
         self.infer(1)
+        self.reset()
+
+    def reset(self):
+        keys = ("step", "data", *(f"infer_{s}" for s in INFER_SIZES))
+        self.seconds, self.count = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0)
+        self.blocks = {k: [] for k in keys}  # seconds per image of each timed block
 
     def timed(self, key: str, n: int, fn):
         sync(self.rt)
@@ -206,8 +214,10 @@ class Variant:
         for _ in range(n):
             fn()
         sync(self.rt)
-        self.seconds[key] += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.seconds[key] += elapsed
         self.count[key] += n
+        self.blocks[key].append(elapsed / n)
 
     def infer(self, n: int):
         g = self.g.eval()
@@ -220,15 +230,15 @@ class Variant:
         self.step_count += 1
         self.train(*training_input(self.cfg, self.rt, next(self.batches), rng_for(self.cfg.seed, 1, self.step_count)))
 
-    def round(self, steps: int, infer_reps: int):
+    def train_round(self, steps: int):
         self.timed("step", steps, lambda: self.train(*self.fixed))
         self.timed("data", steps, self.data_step)
-        self.infer(infer_reps)
 
     def rates(self) -> dict:
-        """images/s: training step (per image trained on), with data, and inference per size."""
-        per = {"step": self.cfg.batch_size, "data": self.cfg.batch_size, **{f"infer_{s}": 1 for s in INFER_SIZES}}
-        return {k: per[k] * self.count[k] / self.seconds[k] for k in self.seconds}
+        """images/s: training step (per image trained on) and with data over all rounds; inference per size
+        from its median block."""
+        rates = {k: self.cfg.batch_size * self.count[k] / self.seconds[k] for k in ("step", "data")}
+        return {**rates, **{f"infer_{s}": 1 / statistics.median(self.blocks[f"infer_{s}"]) for s in INFER_SIZES}}
 
 
 def onnx_inference(cfg: Config, reps: int) -> "dict | None":
@@ -306,13 +316,18 @@ def report(rows: list, peaks: dict, machine: str, onnx: "dict | None", against: 
     return "\n".join(lines)
 
 
-def measure_variants(variants: list, source: ImageSource, rounds: int, steps: int, infer_reps: int) -> list:
-    """Interleaved rounds of every (variant, precision); one result row each."""
+def measure_variants(variants: list, source: ImageSource, rounds: int, steps: int, infer_reps: int,
+                     infer_block: int) -> list:
+    """Interleaved rounds of every (variant, precision): each one's training steps, then their inference blocks
+    in turn (variant A's block, B's, A's, ...); one result row each."""
     built = [Variant(name, cfg, choose_runtime(cfg.device, cfg.precision, cfg.channels_last), source)
              for name, cfg in variants]
     for r in range(rounds):
         for v in built:
-            v.round(steps, infer_reps)
+            v.train_round(steps)
+        for _ in range(max(1, infer_reps // infer_block)):
+            for v in built:
+                v.infer(infer_block)
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{v.name} {v.rt.precision} {v.rates()['step']:.2f}" for v in built)
               + " train img/s", flush=True)
     return built
@@ -349,6 +364,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the variants")
     p.add_argument("--steps", type=int, default=2, help="training steps per variant per round (and as many with data)")
     p.add_argument("--infer-reps", type=int, default=5, help="batch-1 inferences per size per variant per round")
+    p.add_argument("--infer-block", type=int, default=5,
+                   help="inferences per timed block (the blocks of the variants alternate; a rate is the median block's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="both", metavar="LIST",
                    help="comma-separated precisions every variant trains and infers in, side by side (fp32, bf16, "
@@ -386,7 +403,7 @@ def main(argv=None):
     source = ImageSource(ImageFiles(image_root(data_dir), split["train"][:200], variants[0][1].image_size), 2048)
     batch = next(source.batches(torch.arange(len(source)), 2, True))
     flops = {name: flops_per_image(cfg, batch) for name, cfg in variants}
-    built = measure_variants(variants, source, args.rounds, args.steps, args.infer_reps)
+    built = measure_variants(variants, source, args.rounds, args.steps, args.infer_reps, args.infer_block)
     rows = [result_row(v, flops[v.name], peaks) for v in built]
     default = next((cfg for name, cfg in variants if name == "default"), variants[0][1])
     onnx = onnx_inference(default, 10 * args.infer_reps)
