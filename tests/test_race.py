@@ -28,9 +28,10 @@ def test_a_judgement_without_identity_is_redone_when_identity_is_asked_for(tmp_p
         calls.append(cmd)
         done.write_text(json.dumps(judged(True)))
     monkeypatch.setattr(race.subprocess, "run", fake_results)
-    args = SimpleNamespace(out_dir=str(tmp_path), data_dir="celeba", val_images=8, jobs=1, identity_images=0)
+    args = SimpleNamespace(out_dir=str(tmp_path), data_dir="celeba", val_images=8, jobs=1, identity_images=0,
+                           no_baselines=True)
     assert race.judge(args, "k05") == judged(False) and calls == []  # identity not asked for: reused
     args.identity_images = 8
     assert race.has_identity(race.judge(args, "k05")) and len(calls) == 1
-    assert calls[0][calls[0].index("--identity-images") + 1] == "8"
+    assert calls[0][calls[0].index("--identity-images") + 1] == "8" and "--no-baselines" in calls[0]
     assert race.judge(args, "k05") == judged(True) and len(calls) == 1  # now it has it: reused

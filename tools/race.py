@@ -6,9 +6,10 @@
 Every candidate is `python main.py` with the common flags (after --) plus its own, one thread each, all
 started together and stopped by --max-minutes (last.pt, as on Ctrl-C). Each run's last.pt is then evaluated
 by results.py on the first --val-images validation faces (every kind of hole, each image in one area bucket
-per kind; the classical fills on the same holes come from results.py's cache after the first run). Prints
-one table per kind (hole PSNR and LPIPS of each candidate beside biharmonic's and PatchMatch's), writes it
-to OUT/race.md with OUT/race.json and OUT/race_curves.png (training loss against minutes and images).
+per kind; the classical fills on the same holes come from results.py's cache after the first run, or are left
+out with --no-baselines). Prints one table per kind (hole PSNR and LPIPS of each candidate beside biharmonic's
+and PatchMatch's), writes it to OUT/race.md with OUT/race.json and OUT/race_curves.png (training loss against
+minutes and images).
 Training and evaluation are separate steps (--skip-training judges finished runs; a run whose race_val is newer
 than its last.pt is read back, not judged again).
 """
@@ -68,7 +69,8 @@ def judge(args, name: str) -> dict:
             return judged
     cmd = [sys.executable, os.path.join(ROOT, "results.py"), os.path.join(args.out_dir, name), "--checkpoint", "last",
            "--data-dir", args.data_dir, "--split", "val", "--max-images", str(args.val_images), "--buckets", "cycle",
-           "--masks", KINDS, "--out", out, "--jobs", str(args.jobs), "--identity-images", str(args.identity_images)]
+           "--masks", KINDS, "--out", out, "--jobs", str(args.jobs), "--identity-images", str(args.identity_images),
+           *(["--no-baselines"] if args.no_baselines else [])]
     print(f"judging {name}: {shlex.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     with open(os.path.join(out, "results.json")) as fh:
@@ -138,6 +140,9 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="processes for the classical fills while judging")
     p.add_argument("--identity-images", type=int, default=0,
                    help="faces whose same-person share is measured (dlib, ~0.1 s a face and method); 0 = off")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="judge the candidates only (no classical fills: their columns stay empty; ~20 min saved "
+                   "where results.py's cache does not hold them)")
     p.add_argument("--skip-training", action="store_true", help="only judge the runs already in --out-dir")
     args = p.parse_args(argv)
     args.out_dir = os.path.abspath(os.path.expanduser(args.out_dir))
