@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -198,15 +199,10 @@ class Variant:
         self.fixed = training_input(cfg, rt, next(self.batches), rng_for(cfg.seed, 0))
         self.pairs = {s: inference_pair(cfg, s, rt) for s in INFER_SIZES}
         self.step_count = 0
-        self.reset()
+        self.blocks = defaultdict(list)  # key -> [(images, seconds)] of each timed block
         self.train(*self.fixed)  # warm-up (allocator, oneDNN primitive caches), not counted
         self.infer(1)
-        self.reset()
-
-    def reset(self):
-        keys = ("step", "data", *(f"infer_{s}" for s in INFER_SIZES))
-        self.seconds, self.count = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0)
-        self.blocks = {k: [] for k in keys}  # seconds per image of each timed block
+        self.blocks.clear()
 
     def timed(self, key: str, n: int, fn):
         sync(self.rt)
@@ -214,10 +210,7 @@ class Variant:
         for _ in range(n):
             fn()
         sync(self.rt)
-        elapsed = time.perf_counter() - start
-        self.seconds[key] += elapsed
-        self.count[key] += n
-        self.blocks[key].append(elapsed / n)
+        self.blocks[key].append((n, time.perf_counter() - start))
 
     def infer(self, n: int):
         g = self.g.eval()
@@ -237,8 +230,10 @@ class Variant:
     def rates(self) -> dict:
         """images/s: training step (per image trained on) and with data over all rounds; inference per size
         from its median block."""
-        rates = {k: self.cfg.batch_size * self.count[k] / self.seconds[k] for k in ("step", "data")}
-        return {**rates, **{f"infer_{s}": 1 / statistics.median(self.blocks[f"infer_{s}"]) for s in INFER_SIZES}}
+        rates = {k: self.cfg.batch_size * sum(n for n, _ in self.blocks[k]) / sum(t for _, t in self.blocks[k])
+                 for k in ("step", "data")}
+        return {**rates, **{f"infer_{s}": 1 / statistics.median(t / n for n, t in self.blocks[f"infer_{s}"])
+                            for s in INFER_SIZES}}
 
 
 def onnx_inference(cfg: Config, reps: int) -> "dict | None":
