@@ -418,10 +418,21 @@ class ResidualBlock(nn.Module):
         return x + self.branch(x)
 
 
-def upsample(cin: int, cout: int) -> nn.Sequential:
+class Binomial(nn.Module):
+    """A [1, 2, 1] x [1, 2, 1] / 16 blur per channel, as two 2x2 means shifted opposite ways (nothing moves;
+    edges replicated). Its response is zero at the Nyquist frequency, where a pixel shuffle's 2-phase pattern
+    lives: after a sub-pixel upsampling no fixed grid survives over smooth content, whatever the weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
+        return F.avg_pool2d(F.pad(x, (1, 0, 1, 0), mode="replicate"), 2, stride=1)
+
+
+def upsample(cin: int, cout: int, blur: bool = False) -> nn.Sequential:
     """x2 upsampling as a 1x1 convolution to 4 x cout channels and a pixel shuffle (no interpolation kernel,
-    whose CPU backward is slow)."""
-    return nn.Sequential(nn.Conv2d(cin, 4 * cout, 1), nn.PixelShuffle(2), act())
+    whose CPU backward is slow), optionally blurred: the four phases' separate weights let a GAN draw a grid
+    locked to them (8 px for the 1/8 -> 1/4 step; docs/experiments.md)."""
+    return nn.Sequential(nn.Conv2d(cin, 4 * cout, 1), nn.PixelShuffle(2), Binomial() if blur else nn.Identity(), act())
 
 
 class DilatedUNet(nn.Module):
@@ -438,7 +449,7 @@ class DilatedUNet(nn.Module):
     skips = [("down2", "dec2"), ("stem", "dec1"), ("input", "head")]
 
     def __init__(self, width: int = 32, blocks: int = 8, attention: bool = True, prefill: bool = False,
-                 gate: float = 0.0):
+                 gate: float = 0.0, blur_up: bool = False):
         super().__init__()
         self.gate = gate
         c1, c2, c3 = width, 2 * width, 4 * width
@@ -449,9 +460,9 @@ class DilatedUNet(nn.Module):
         self.middle = nn.Sequential(*[ResidualBlock(c3, 2 ** (i % 4)) for i in range(blocks)],
                                     nn.GroupNorm(GROUPS, c3), act())
         self.attention = SelfAttention(c3, scale=None) if attention else nn.Identity()
-        self.up3 = upsample(c3, c2)
+        self.up3 = upsample(c3, c2, blur_up)
         self.dec2 = nn.Sequential(conv(2 * c2, c2), act(), conv(c2, c2), act())
-        self.up2 = upsample(c2, c1)
+        self.up2 = upsample(c2, c1, blur_up)
         self.dec1 = nn.Sequential(conv(2 * c1, c1), act(), conv(c1, c1), act())
         self.head = nn.Sequential(conv(c1 + 16, 12), nn.PixelShuffle(2), nn.Identity() if prefill else nn.Tanh())
         if prefill:
@@ -485,6 +496,7 @@ class DilatedArgs:
     attention: bool = True  # self-attention at 1/8 resolution, after the blocks
     prefill: bool = False  # predict a correction to smooth_fill instead of colours from scratch
     gate: float = 0.0  # with prefill: the correction scaled by the context gate of prefill_and_gate(tau=gate), 0 = not scaled
+    blur_up: bool = False  # a binomial blur after each pixel-shuffle upsampling (no grid locked to its phases)
 
 
 ARCHITECTURES = {"unet": (UNetArgs, UNet), "dilated": (DilatedArgs, DilatedUNet)}

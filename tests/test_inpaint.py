@@ -188,8 +188,9 @@ def test_onnx_matches_pytorch_on_sizes_divisible_by_8(onnx_model, checkpoint, b,
     assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-4
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-@pytest.mark.parametrize("extra", [{}, {"prefill": True, "gate": 0.01}], ids=["plain", "prefill-gate"])
+@pytest.mark.parametrize("arch, extra", [pytest.param(a, e, id=f"{a}-{name}") for a in sorted(ARCHITECTURES) for name, e in
+                                          (("plain", {}), ("prefill-gate", {"prefill": True, "gate": 0.01}))]
+                         + [pytest.param("dilated", {"prefill": True, "gate": 0.01, "blur_up": True}, id="dilated-blur-up")])
 def test_onnx_export_matches_pytorch_for_every_architecture(arch, extra, tmp_path):
     pytest.importorskip("onnxruntime", reason="pip install -r requirements-onnx.txt")
     import onnxruntime as ort

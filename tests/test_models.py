@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from models import (ARCHITECTURES, DilatedUNet, Discriminator, UNet, block_output_shapes, build_from_args,
-                    count_parameters, parameter_table, smooth_fill)
+                    count_parameters, parameter_table, smooth_fill, upsample)
 
 from conftest import SMALL_ARCH_ARGS, small_generator as small
 
@@ -96,6 +96,24 @@ def test_dilated_blocks_start_near_the_identity_and_cycle_their_dilations():
     assert [b.branch[2].dilation[0] for b in g.middle[:6]] == [1, 2, 4, 8, 1, 2]
     x = torch.randn(2, 32, 8, 8)
     assert (g.middle[0](x) - x).abs().mean() < 0.1 * x.abs().mean()
+
+
+def test_a_blurred_upsampling_turns_ramps_into_ramps_whatever_its_weights():
+    """Each of a pixel shuffle's four output phases has its own weights, so a ramp of features comes out with a
+    2-phase pattern on it (the grid a GAN drew under large boxes); the binomial blur after it returns an exact
+    ramp (zero second differences away from the border) for any weights, and adds no parameter."""
+    torch.manual_seed(0)
+    i, j = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    slopes = torch.randn(8, 3)
+    ramp = (slopes[:, :1, None] + slopes[:, 1:2, None] * i + slopes[:, 2:, None] * j).unsqueeze(0)  # 1, 8, 12, 12
+    bent = lambda y: max((y[..., 2:-2, 1:-3] - 2 * y[..., 2:-2, 2:-2] + y[..., 2:-2, 3:-1]).abs().max(),  # noqa: E731
+                         (y[..., 1:-3, 2:-2] - 2 * y[..., 2:-2, 2:-2] + y[..., 3:-1, 2:-2]).abs().max())
+    plain, blurred = upsample(8, 4), upsample(8, 4, blur=True)
+    blurred.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        y_plain, y_blurred = plain[:-1](ramp), blurred[:-1](ramp)  # 1, 4, 24, 24, before the activation
+    assert bent(y_plain) > 0.1 * y_plain.std() and bent(y_blurred) < 1e-4 * y_blurred.std()
+    assert parameter_table(DilatedUNet(width=8, blocks=2, blur_up=True)) == parameter_table(DilatedUNet(width=8, blocks=2))
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

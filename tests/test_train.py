@@ -48,7 +48,8 @@ def test_runs_saved_before_the_architecture_switch_load_as_u_nets(tiny_run):
 def test_generator_loads_from_model_args_even_after_a_config_field_is_renamed(tiny_run):
     from checkpoints import SHIPPED_WEIGHTS
     ckpt = load_checkpoint(os.path.join(tiny_run[0], "best.pt"))
-    assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": True, "gate": 0.01}
+    assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": True, "gate": 0.01,
+                                  "blur_up": False}
     ckpt["config"] = {**{k: v for k, v in ckpt["config"].items() if k not in ("width", "arch")}, "renamed_field": 1}
     g, _ = generator_from_checkpoint(ckpt)  # width comes from model_args; the unknown field is dropped
     assert g.stem[1].out_channels == 8
