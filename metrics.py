@@ -194,13 +194,40 @@ def detail(pred, target, mask) -> torch.Tensor:
     return torch.where(inner.sum((1, 2, 3)) > 0, ours / theirs.clamp_min(1e-6), torch.full_like(ours, math.nan))
 
 
+GRID_PERIOD = 8  # the generator's coarsest pixel-shuffle step (1/8 -> 1/4) repeats every 8 px
+GRID_MIN_PIXELS = 8  # hole pixels per phase (on average) below which grid is NaN: too few to tell a lock from noise
+
+
+def grid(pred, mask, period: int = GRID_PERIOD) -> torch.Tensor:
+    """How strongly a fill is locked to a `period`-px grid, per image: the hole's high-pass grey level (the grey
+    minus its 9x9 mean) grouped by phase (y mod period, x mod period), as the square root of the one-way
+    ANOVA F ratio (spread of the phase means over what the spread within phases predicts). ~1 for a texture
+    with no lock, a photo's own pixels included; a pattern repeating every `period` px raises it. NaN where
+    the hole has fewer than GRID_MIN_PIXELS pixels per phase."""
+    g = (pred.float() * torch.tensor(LUMA, device=pred.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    high = (g - F.avg_pool2d(F.pad(g, (4,) * 4, mode="replicate"), 9, stride=1)).flatten(1)  # B, HW
+    hole = (mask > 0.5).float().flatten(1)                                                  # B, HW
+    h, w = pred.shape[-2:]
+    phase = (torch.arange(h, device=pred.device)[:, None] % period * period
+             + torch.arange(w, device=pred.device)[None, :] % period).flatten()
+    onehot = F.one_hot(phase, period * period).float()                                      # HW, P*P
+    n, sums, squares = (v @ onehot for v in (hole, hole * high, hole * high ** 2))          # B, P*P each
+    groups, total = (n > 0).sum(1).double(), n.sum(1).double()
+    means_ss = (sums ** 2 / n.clamp_min(1)).sum(1).double()
+    between = means_ss - sums.sum(1).double() ** 2 / total.clamp_min(1)
+    within = squares.sum(1).double() - means_ss
+    f_ratio = (between / (groups - 1).clamp_min(1)) / (within / (total - groups).clamp_min(1)).clamp_min(1e-20)
+    enough = total >= GRID_MIN_PIXELS * period * period
+    return torch.where(enough, f_ratio.clamp_min(0).sqrt(), torch.full_like(f_ratio, math.nan)).float()
+
+
 def quality_metrics(pred, target, mask) -> dict:
     """Every per-image metric an evaluation reports (inputs in [0, 1]): hole L1, PSNR, SSIM and edge
-    error, the seam and the detail, plus whole-image PSNR and SSIM."""
+    error, the seam, the detail and the grid lock, plus whole-image PSNR and SSIM."""
     ssim = ssim_map(pred, target)
     return {"l1": hole_l1(pred, target, mask), "psnr": hole_psnr(pred, target, mask),
             "ssim": hole_ssim(pred, target, mask, ssim), "edge": hole_edge(pred, target, mask),
-            "seam": seam(pred, target, mask), "detail": detail(pred, target, mask),
+            "seam": seam(pred, target, mask), "detail": detail(pred, target, mask), "grid": grid(pred, mask),
             "image_psnr": image_psnr(pred, target), "image_ssim": image_ssim(pred, target, ssim)}
 
 
@@ -250,6 +277,7 @@ METRICS = {  # every metric a table, a goal line or a best-checkpoint choice nam
     "edge": Metric("hole edge", DOWN),
     "seam": Metric("seam", DOWN, 3),
     "detail": Metric("detail", 1.0, 3, geometric=True),
+    "grid": Metric("grid", DOWN, 2),
     "lpips": Metric("LPIPS", DOWN),
     "kid": Metric("KID×1000", DOWN, 2, 1000),
     "fd": Metric("FD-VGG", DOWN, 2),

@@ -47,12 +47,12 @@ OURS = "ours"
 KID_FEATURES = "kid_features.pt"  # the VGG features our KID column was computed from: originals and our composites
 GRID_ROWS = 4  # test images in each comparison figure
 # per-image metrics (per_image.csv, means with 95% CIs); names, directions and formats: metrics.METRICS
-COLUMNS = ["l1", "psnr", "ssim", "edge", "seam", "detail", "lpips", "image_psnr", "image_ssim", "identity"]
+COLUMNS = ["l1", "psnr", "ssim", "edge", "seam", "detail", "grid", "lpips", "image_psnr", "image_ssim", "identity"]
 # the printed tables: per-image metrics plus the set-level distribution distances
-TABLE = ["l1", "psnr", "ssim", "seam", "detail", "lpips", "kid", "fd", "image_psnr", "identity", "same_person"]
+TABLE = ["l1", "psnr", "ssim", "seam", "detail", "grid", "lpips", "kid", "fd", "image_psnr", "identity", "same_person"]
 FIXED_POSITIONS = {"centre": (0.5, 0.5), "left eye": (0.45, 0.36), "right eye": (0.45, 0.64), "mouth": (0.72, 0.5)}
 IDENTITY_IMAGES = 500  # --identity-images default: dlib's descriptor costs ~0.1 s a face and method
-CACHE_VERSION = 2  # bump when a baseline, the metrics or the cached fields change: old entries are then ignored
+CACHE_VERSION = 3  # bump when a baseline, the metrics or the cached fields change: old entries are then ignored
 DEFAULT_CACHE = os.path.join("out", "cache")
 FULL_BUCKETS_UP_TO = 500  # --buckets auto: every image in every bucket up to this many images, else cycle
 
@@ -93,7 +93,7 @@ def markdown_table(summary: dict) -> str:
 def bucket_overview(kind: str, by_bucket: dict) -> str:
     """One compact table per key metric: rows = area buckets, columns = methods, the best in bold."""
     out = []
-    for key in ("psnr", "lpips", "seam", "detail"):
+    for key in ("psnr", "lpips", "seam", "detail", "grid"):
         methods, metric = list(next(iter(by_bucket.values()))), METRICS[key]
         if not all(key in by_bucket[b][m] for b in by_bucket for m in methods):
             continue

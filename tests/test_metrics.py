@@ -166,6 +166,26 @@ def test_detail_is_one_for_the_photo_below_it_for_a_blur_and_nan_without_an_inte
     assert torch.isnan(metrics.detail(photo, photo, thin)).all()
 
 
+def test_grid_is_near_one_for_a_texture_and_rises_for_a_faint_8_px_pattern_that_detail_misses():
+    """A smooth random texture in a 64-px box scores ~1 (no lock); the same texture plus an 8-px checkerboard
+    at 0.4 of its contrast scores ~3, though its detail moves by under 10 %; a 4-px pattern (the next
+    upsampling's period) locks to the 8-px phases too; a hole too small to tell is NaN."""
+    torch.manual_seed(0)
+    photo = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 100, 100), 5, stride=1)  # 4, 3, 96, 96
+    box = torch.zeros(4, 1, 96, 96)
+    box[..., 16:80, 16:80] = 1
+    y, x = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
+    for period in (8, 4):
+        pattern = ((y // (period // 2) + x // (period // 2)) % 2).float() - 0.5  # a checkerboard of period px
+        locked = photo + 0.4 * photo.std() * pattern
+        clean, gridded = metrics.grid(photo, box), metrics.grid(locked, box)
+        assert (clean < 1.2).all() and (gridded > 2.5).all(), (period, clean, gridded)
+    assert abs(float(metrics.detail(locked, photo, box).mean()) - 1) < 0.1
+    small = torch.zeros(4, 1, 96, 96)
+    small[..., 40:56, 40:56] = 1  # 256 pixels: 4 a phase
+    assert torch.isnan(metrics.grid(photo, small)).all()
+
+
 def test_detail_is_averaged_over_images_in_logs_so_one_flat_original_does_not_decide_it():
     """399 fills at 0.8 of the photo's texture and one over a near-flat backdrop at 60x: the arithmetic mean says
     0.95 (inside the 0.8-1.2 goal), the geometric one stays at ~0.81; halving and doubling cancel; a flat fill's 0

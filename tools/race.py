@@ -27,8 +27,8 @@ sys.path.insert(0, ROOT)
 from config import atomic_write, write_text  # noqa: E402
 
 CLASSICAL = ("biharmonic", "PatchMatch")
-CELL = (("psnr", 2), ("lpips", 4), ("seam", 3), ("detail", 2))  # each cell's metrics and their decimals
-COLUMNS = "PSNR / LPIPS / seam / detail"
+CELL = (("psnr", 2), ("lpips", 4), ("seam", 3), ("detail", 2), ("grid", 2))  # each cell's metrics and their decimals
+COLUMNS = "PSNR / LPIPS / seam / detail / grid"
 KINDS = "square,boxes,strokes"
 
 
@@ -101,7 +101,7 @@ def table(results: dict, args) -> str:
             for _, method, res in methods:
                 m = res["sets"][kind][bucket].get(method, {})
                 values = [(m.get(k, {}).get("mean"), d) for k, d in CELL]
-                cells.append("–" if values[0][0] is None else " / ".join(f"{v:.{d}f}" for v, d in values if v is not None))
+                cells.append("–" if values[0][0] is None else " / ".join("–" if v is None else f"{v:.{d}f}" for v, d in values))
             lines.append(f"| {kind} | {'pooled' if bucket == 'all' else bucket} | " + " | ".join(cells) + " |")
     last = {n: (steps(os.path.join(args.out_dir, n)) or [{}])[-1] for n in names}
     seen = [f"{n}: {int(last[n].get('images', 0)):,} images in {float(last[n].get('minutes', 0)):.1f} min" for n in names]
