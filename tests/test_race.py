@@ -35,3 +35,16 @@ def test_a_judgement_without_identity_is_redone_when_identity_is_asked_for(tmp_p
     assert race.has_identity(race.judge(args, "k05")) and len(calls) == 1
     assert calls[0][calls[0].index("--identity-images") + 1] == "8" and "--no-baselines" in calls[0]
     assert race.judge(args, "k05") == judged(True) and len(calls) == 1  # now it has it: reused
+
+
+def test_a_judge_only_race_says_so_and_shows_a_missing_metric_as_a_dash(tmp_path, monkeypatch):
+    """--skip-training names no minutes, threads or flags it did not use; a judgement from before a metric existed
+    (no grid) keeps its cell's columns aligned with a dash."""
+    (tmp_path / "k0").mkdir()
+    (tmp_path / "k0" / "steps.csv").write_text("images,minutes\n1000,12.5\n")
+    monkeypatch.setattr(race, "judge", lambda args, name: judged(True))
+    monkeypatch.setattr(race, "curves", lambda names, args: None)
+    assert race.main(["--skip-training", "--data-dir", "celeba", "--out-dir", str(tmp_path), "--candidate", "k0="]) == 0
+    text = (tmp_path / "race.md").read_text()
+    assert text.startswith("Judged only (--skip-training)") and "min each" not in text
+    assert "| strokes | pooled | 22.00 / – / – / – / – |" in text and "1,000 images in 12.5 min" in text

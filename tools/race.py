@@ -154,9 +154,10 @@ def main(argv=None) -> int:
     results = {name: judge(args, name) for name in candidates}
     text = table(results, args)
     print("\n" + text)
-    write_text(os.path.join(args.out_dir, "race.md"),
-               f"Race: {args.minutes:g} min each, {args.threads} thread(s) each; common flags: {shlex.join(common)}\n\n"
-               + "\n".join(f"- {n}: {shlex.join(f) or '(defaults)'}" for n, f in candidates.items()) + "\n\n" + text)
+    head = ("Judged only (--skip-training): each run's config.json says how it trained\n\n" if args.skip_training else
+            f"Race: {args.minutes:g} min each, {args.threads} thread(s) each; common flags: {shlex.join(common)}\n\n"
+            + "\n".join(f"- {n}: {shlex.join(f) or '(defaults)'}" for n, f in candidates.items()) + "\n\n")
+    write_text(os.path.join(args.out_dir, "race.md"), head + text)
     write_text(os.path.join(args.out_dir, "race.json"), json.dumps(
         {"minutes": args.minutes, "common": common, "candidates": candidates,
          "results": {n: r["sets"] for n, r in results.items()}}, indent=2))
