@@ -114,7 +114,19 @@ def test_the_same_person_line_shows_the_paired_descriptor_distance_on_the_faces_
     diffs = twin_check.paired(*(twin_check.load(str(tmp_path / m))[1] for m in ("gan", "twin")))
     rows = {goal: (measured, met) for goal, measured, met in twin_check.goal_rows(*summaries, diffs)}
     assert rows["same-person no lower than the twin's, pooled per kind"] == (
-        "strokes 0.950 vs 0.970 (descriptor distance GAN − twin +0.0300 ± 0.0000)", False)
+        "strokes 0.950 vs 0.970 (descriptor distance GAN − twin +0.0300 ± 0.0000; 0 faces lost past 0.6, 0 gained, "
+        "McNemar p 1.00)", False)
+
+
+def test_faces_crossing_the_same_person_threshold_are_counted_both_ways_with_an_exact_mcnemar_p():
+    """Five faces the GAN moves past 0.6 and one it brings back: p = 2 (1 + 6) / 64 = 0.22; faces measured by one
+    model only are not counted."""
+    twin = {("strokes", "30-40%", f"{i}.jpg"): {"identity": v} for i, v in enumerate([0.55] * 5 + [0.62, 0.3, 0.5])}
+    gan = {key: {"identity": v} for key, v in zip(twin, [0.61] * 5 + [0.58, 0.31, 0.7])}
+    del twin[("strokes", "30-40%", "7.jpg")]["identity"]
+    assert twin_check.crossings(gan, twin) == {"strokes": (5, 1)}
+    assert abs(twin_check.mcnemar_p(5, 1) - 14 / 64) < 1e-12 and twin_check.mcnemar_p(0, 0) == 1.0
+    assert twin_check.mcnemar_p(3, 3) == 1.0 and twin_check.paired(gan, twin)[("strokes", "all")]["crossings"] == (5, 1)
 
 
 def test_kid_is_judged_by_the_error_of_the_paired_difference_when_the_features_are_kept(tmp_path):

@@ -21,6 +21,7 @@ from collections import defaultdict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import UserError, write_text  # noqa: E402
+from identity import SAME_PERSON  # noqa: E402
 from metrics import mean_ci95  # noqa: E402
 from results import goals_table  # noqa: E402
 
@@ -58,7 +59,30 @@ def paired(gan_rows: dict, twin_rows: dict) -> dict:
             diffs[(kind, bucket)][k].append(g[k] - t[k])
             if bucket != "all":
                 diffs[(kind, "all")][k].append(g[k] - t[k])
-    return {key: {k: mean_ci95(v) for k, v in by_metric.items()} for key, by_metric in diffs.items()}
+    out = {key: {k: mean_ci95(v) for k, v in by_metric.items()} for key, by_metric in diffs.items()}
+    for kind, lost_gained in crossings(gan_rows, twin_rows).items():
+        out.setdefault((kind, "all"), {})["crossings"] = lost_gained
+    return out
+
+
+def crossings(gan_rows: dict, twin_rows: dict) -> dict:
+    """{kind: (lost, gained)}: faces measured in both that the GAN moves past dlib's same-person threshold
+    (the twin's under it, the GAN's not) and back under it, every bucket of a kind pooled."""
+    counts = defaultdict(lambda: [0, 0])
+    for (kind, bucket, image), g in gan_rows.items():
+        t = twin_rows[(kind, bucket, image)]
+        if "identity" in g and "identity" in t:
+            same = (g["identity"] < SAME_PERSON, t["identity"] < SAME_PERSON)
+            counts[kind][0] += same == (False, True)
+            counts[kind][1] += same == (True, False)
+    return {kind: tuple(c) for kind, c in counts.items()}
+
+
+def mcnemar_p(lost: int, gained: int) -> float:
+    """Exact two-sided McNemar test: how likely a split of the discordant faces at least this uneven is when the
+    GAN and the twin keep a face equally often."""
+    n, k = lost + gained, min(lost, gained)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
 def same_protocol(gan: tuple, twin: tuple):
@@ -160,9 +184,15 @@ def lpips_row(diffs: dict) -> list:
 
 def _distance(diffs: dict, kind: str, metric: str) -> str:
     """Beside a same-person share: the paired difference of the face descriptors' distance to the original's
-    (GAN − twin; lower keeps the person better), a continuous measure of what the share counts past a threshold."""
-    d = diffs.get((kind, "all"), {}).get("identity") if metric == "same_person" else None
-    return "" if d is None else f" (descriptor distance GAN − twin {_diff(d, 4)})"
+    (GAN − twin; lower keeps the person better), a continuous measure of what the share counts past a threshold,
+    and the faces that cross the threshold either way with their McNemar p."""
+    pooled_diffs = diffs.get((kind, "all"), {}) if metric == "same_person" else {}
+    d, flips = pooled_diffs.get("identity"), pooled_diffs.get("crossings")
+    if d is None:
+        return ""
+    lost, gained = flips or (0, 0)
+    return (f" (descriptor distance GAN − twin {_diff(d, 4)}; {lost} faces lost past {SAME_PERSON}, {gained} "
+            f"gained, McNemar p {mcnemar_p(lost, gained):.2f})")
 
 
 def goal_rows(gan: dict, twin: dict, diffs: dict, kid_pairs: "dict | None" = None) -> list:
