@@ -753,11 +753,13 @@ def validate(run: Run, epoch: int, val_images, val_masks, train_means: dict, see
     gan = {f"val_{k}": val[k] for k in ("gan_g", "gan_d")} if state.gan is not None else {}
     row = {"epoch": epoch + 1, **train_means, **gan,
            **{f"val_{k}": float(val[k].mean()) for k in ("l1", "edge", "ssim", "psnr", "seam", "lpips") if k in val},
+           **({} if val["grid"].isnan().all() else {"val_grid": float(val["grid"].nanmean())}),  # over holes large enough to show a lock
            "train_images_per_s": seen * run.dist.world / seconds, "seconds": seconds}
     gan_text = f"G {row['val_gan_g']:.3f}  D {row['val_gan_d']:.3f}  " if gan else ""
     lpips_text = f"LPIPS {row['val_lpips']:.4f}  " if "val_lpips" in row else ""
+    grid_text = f"grid {row['val_grid']:.2f}  " if "val_grid" in row else ""
     print(f"epoch {epoch + 1}: val hole L1 {row['val_l1']:.4f}  PSNR {row['val_psnr']:.2f} dB  "
-          f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  {lpips_text}{gan_text}"
+          f"SSIM {row['val_ssim']:.4f}  edge {row['val_edge']:.4f}  {grid_text}{lpips_text}{gan_text}"
           f"({row['train_images_per_s']:.2f} img/s)", flush=True)
     return row, val
 
