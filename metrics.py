@@ -159,10 +159,14 @@ def _grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
 
 
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """B, 1, H, W: the grey level (ITU-R 601 luma) of x in [0, 1]."""
+    return (x.float() * torch.tensor(LUMA, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def grey_gradient(x: torch.Tensor) -> torch.Tensor:
     """B, 1, H, W: the Sobel gradient magnitude of the grey level (ITU-R 601 luma) of x in [0, 1]."""
-    w = torch.tensor(LUMA, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return sobel_magnitude((x.float() * w).sum(1, keepdim=True))
+    return sobel_magnitude(grey(x))
 
 
 def seam_band(mask: torch.Tensor) -> torch.Tensor:
@@ -204,7 +208,7 @@ def grid(pred, mask, period: int = GRID_PERIOD) -> torch.Tensor:
     ANOVA F ratio (spread of the phase means over what the spread within phases predicts). ~1 for a texture
     with no lock, a photo's own pixels included; a pattern repeating every `period` px raises it. NaN where
     the hole has fewer than GRID_MIN_PIXELS pixels per phase."""
-    g = (pred.float() * torch.tensor(LUMA, device=pred.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    g = grey(pred)
     high = (g - F.avg_pool2d(F.pad(g, (4,) * 4, mode="replicate"), 9, stride=1)).flatten(1)  # B, HW
     hole = (mask > 0.5).float().flatten(1)                                                  # B, HW
     h, w = pred.shape[-2:]

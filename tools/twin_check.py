@@ -50,7 +50,8 @@ def load(folder: str) -> tuple:
 
 
 def paired(gan_rows: dict, twin_rows: dict) -> dict:
-    """{(kind, bucket): {metric: (mean, ci95) of GAN − twin}}, bucket "all" pooling a kind's buckets."""
+    """{(kind, bucket): {metric: (mean, ci95) of GAN − twin}}, bucket "all" pooling a kind's buckets; a kind's
+    "all" also holds "crossings": (lost, gained), the faces crossing the same-person threshold (crossings())."""
     diffs = defaultdict(lambda: defaultdict(list))
     for (kind, bucket, image), g in gan_rows.items():
         t = twin_rows[(kind, bucket, image)]
