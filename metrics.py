@@ -214,8 +214,8 @@ def grid(pred, mask, period: int = GRID_PERIOD) -> torch.Tensor:
     h, w = pred.shape[-2:]
     phase = (torch.arange(h, device=pred.device)[:, None] % period * period
              + torch.arange(w, device=pred.device)[None, :] % period).flatten()
-    onehot = F.one_hot(phase, period * period).float()                                      # HW, P*P
-    n, sums, squares = (v @ onehot for v in (hole, hole * high, hole * high ** 2))          # B, P*P each
+    n, sums, squares = (hole.new_zeros(hole.shape[0], period * period).index_add_(1, phase, v)
+                        for v in (hole, hole * high, hole * high ** 2))                     # B, P*P each
     groups, total = (n > 0).sum(1).double(), n.sum(1).double()
     means_ss = (sums ** 2 / n.clamp_min(1)).sum(1).double()
     between = means_ss - sums.sum(1).double() ** 2 / total.clamp_min(1)
