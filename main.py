@@ -530,6 +530,7 @@ class Run:
 
     def __post_init__(self):
         self.start_epoch = self.state.epoch  # the epoch this process started (or resumed) in
+        self.start_step = self.state.step_in_epoch  # and the step in it (0 unless resumed mid-epoch)
         self.started, self.seconds_before = time.perf_counter(), self.state.train_seconds
         if self.dist.is_main:
             trim_csv_log(os.path.join(self.run_dir, "steps.csv"), self.state.images_seen)
@@ -792,8 +793,9 @@ def write_epoch(run: Run, epoch: int, row: dict, val: dict, val_images, val_mask
     save_grid({"original": originals, "masked": masked_view(originals, val_masks[:k]),
                "generated": val["raw"][:k], "inpainted": val["composite"][:k]},
               os.path.join(run_dir, "samples", f"epoch_{epoch + 1:03d}.png"))
-    if collapsed:
-        raise TrainingStopped(f"{collapsed} {run.last_path} still holds epoch {epoch} (before the collapse) and "
+    if collapsed:  # last.pt is where this sitting began when it resumed mid-epoch, else the previous epoch's end
+        held = f"step {run.start_step} of epoch {epoch + 1}" if epoch == run.start_epoch and run.start_step else f"epoch {epoch}"
+        raise TrainingStopped(f"{collapsed} {run.last_path} still holds {held} (before the collapse) and "
                               "best.pt the best epoch; start a new run with a lower --lr-g, a --warmup-steps or "
                               "--grad-clip (resuming would repeat the same steps).", 4)
     improved = METRICS[cfg.best_metric].better(row[f"val_{cfg.best_metric}"], state.best)

@@ -175,6 +175,28 @@ def test_collapse_stops_the_run_and_keeps_the_checkpoint_from_before(faces_dir, 
     assert len(rows) == 2  # the collapsed epoch is still on record
 
 
+def test_a_collapse_after_a_mid_epoch_resume_names_the_step_last_pt_holds(faces_dir, tmp_path, monkeypatch):
+    """Resumed mid-epoch, last.pt holds where the sitting began, not the previous epoch's end: the message says so."""
+    real_validate = main_module.validate
+
+    def scripted(run, epoch, *a):
+        row, val = real_validate(run, epoch, *a)
+        row["val_psnr"] = run.mean_fill_psnr + (6 if epoch == 0 else -10)
+        return row, val
+    monkeypatch.setattr(main_module, "validate", scripted)
+    cfg = tiny_cfg(faces_dir, tmp_path, run_name="m", epochs=1)
+    main_module.train(cfg)
+    last = str(tmp_path / "m" / "last.pt")
+    ckpt = load_checkpoint(last)
+    ckpt["step_in_epoch"] = 3  # as a stop 3 steps into epoch 2 leaves it
+    ckpt["partial_epoch"] = {"sums": {}, "counts": {}}
+    torch.save(ckpt, last)
+    with pytest.raises(main_module.TrainingStopped, match="collapsed") as e:
+        main_module.train(tiny_cfg(faces_dir, tmp_path, run_name="m", epochs=3), run_dir=str(tmp_path / "m"),
+                          resume=load_checkpoint(last))
+    assert e.value.exit_code == 4 and "still holds step 3 of epoch 2" in str(e.value)
+
+
 def test_a_loss_that_jumps_stops_the_run_within_the_first_epoch_with_a_checkpoint_from_before(faces_dir, tmp_path,
                                                                                             monkeypatch):
     """A run diverging in its first minutes (hole L1 x50 from the 8th step on: the first dilated design's
