@@ -88,7 +88,7 @@ class Config:
     lr_d: float = F(2e-4, "Adam learning rate of the discriminator")
     lr_schedule: str = F("constant", "constant, or cosine: both learning rates decay to 0 over the run's epochs")
     warmup_steps: int = F(100, "steps over which both learning rates rise linearly from 0 before the schedule")
-    grad_clip: float = F(0.0, "clip each network's gradient norm to this before its step (0 = off)")
+    grad_clip: float = F(250.0, "clip each network's gradient norm to this before its step (0 = off): ~3x the generator's usual norm in the GAN phase, which stops a runaway (docs/experiments.md; seed: off)")
     ema: float = F(0.999, "decay of the moving average of generator weights used to validate and inpaint (0 = off)")
     beta1: float = F(0.5, "Adam beta1 for both networks")
     beta2: float = F(0.999, "Adam beta2 for both networks")
@@ -294,7 +294,7 @@ SAVED_BEFORE = {"prefill": False, "gate": 0.0, "w_seam": 0.0, "arch": "unet", "c
 SEED_RECIPE = {"arch": "unet", "prefill": False, "gate": 0.0, "w_seam": 0.0, "crop": 0, "d_layers": 2, "d_norm": "batch", "d_mask": False, "mask_blur": 0.0, "w_fm": 0.0,
                "adv_start": 0.0, "adv_ramp": 0.0, "mask": "square", "warmup_steps": 0, "nf": 64, "holes": 1, "w_adv": 1.0, "w_l2": 0.0, "lr_g": 2e-4, "lr_schedule": "constant",
                "ema": 0.0, "epochs": 20, "best_metric": "ssim",
-               "d_scale": 1, "gan_hole_weight": 1.0}
+               "d_scale": 1, "gan_hole_weight": 1.0, "grad_clip": 0.0}
 PRESETS = {
     "default": {},
     "seed": SEED_RECIPE,

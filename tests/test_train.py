@@ -6,6 +6,7 @@ import re
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from checkpoints import generator_from_checkpoint, load_checkpoint
@@ -333,3 +334,16 @@ def test_feature_zoom_shows_each_model_a_row_between_the_holes_and_the_original(
     assert im.height == 4 * (crop_rows + 6) and im.width > 2 * 2 * 90 * 3
     proc = run_script("tools/feature_zoom.py", last, "--data-dir", faces_dir, "-o", str(tmp_path / "x.png"), check=False)
     assert proc.returncode == 2 and "NAME=CHECKPOINT" in proc.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_backward_and_step_clips_the_gradient_norm_before_the_step():
+    """--grad-clip bounds the gradient the optimizer sees (a runaway's growing gradients are cut to it)."""
+    from types import SimpleNamespace
+    import main
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([w], lr=1.0)
+    main.backward_and_step((1000 * w).sum(), opt, SimpleNamespace(scaler=None), clip=2.0)
+    assert float(w.grad.norm()) == pytest.approx(2.0, rel=1e-5)
+    assert torch.allclose(w, torch.full((4,), 0.0))  # one SGD step of the clipped gradient: 1 - 2 / sqrt(4)
+    from config import PRESETS, Config
+    assert Config().grad_clip > 0 and PRESETS["seed"]["grad_clip"] == 0  # on by default; the seed's recipe had none
