@@ -158,8 +158,8 @@ def test_persistent_nan_stops_and_keeps_the_last_good_checkpoint(faces_dir, tmp_
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["generator"].values())
 
 
-def test_collapse_stops_the_run_and_keeps_the_checkpoint_from_before(faces_dir, tmp_path, monkeypatch):
-    """Validation far above mean fill, then below it (as the lr-1e-3 mixed-hole run did with finite losses)."""
+def script_a_collapse(monkeypatch):
+    """Validation 6 dB above mean fill after the first epoch, 10 dB below it after every later one."""
     real_validate = main_module.validate
 
     def scripted(run, epoch, *a):
@@ -167,6 +167,11 @@ def test_collapse_stops_the_run_and_keeps_the_checkpoint_from_before(faces_dir, 
         row["val_psnr"] = run.mean_fill_psnr + (6 if epoch == 0 else -10)
         return row, val
     monkeypatch.setattr(main_module, "validate", scripted)
+
+
+def test_collapse_stops_the_run_and_keeps_the_checkpoint_from_before(faces_dir, tmp_path, monkeypatch):
+    """Validation far above mean fill, then below it (as the lr-1e-3 mixed-hole run did with finite losses)."""
+    script_a_collapse(monkeypatch)
     with pytest.raises(main_module.TrainingStopped, match="collapsed") as e:
         main_module.train(tiny_cfg(faces_dir, tmp_path, run_name="c", epochs=3))
     assert e.value.exit_code == 4 and "still holds epoch 1" in str(e.value) and "--lr-g" in str(e.value)
@@ -177,13 +182,7 @@ def test_collapse_stops_the_run_and_keeps_the_checkpoint_from_before(faces_dir, 
 
 def test_a_collapse_after_a_mid_epoch_resume_names_the_step_last_pt_holds(faces_dir, tmp_path, monkeypatch):
     """Resumed mid-epoch, last.pt holds where the sitting began, not the previous epoch's end: the message says so."""
-    real_validate = main_module.validate
-
-    def scripted(run, epoch, *a):
-        row, val = real_validate(run, epoch, *a)
-        row["val_psnr"] = run.mean_fill_psnr + (6 if epoch == 0 else -10)
-        return row, val
-    monkeypatch.setattr(main_module, "validate", scripted)
+    script_a_collapse(monkeypatch)
     cfg = tiny_cfg(faces_dir, tmp_path, run_name="m", epochs=1)
     main_module.train(cfg)
     last = str(tmp_path / "m" / "last.pt")
