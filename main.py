@@ -63,13 +63,26 @@ LEVEL_DECAY = 0.9  # the level is an exponential mean of the windows: it follows
 class DivergenceGuard:
     """Watches the training loss between validations, which a diverging run can pass in its first minutes:
     a log window (cfg.log_every steps) whose mean hole L1 is over `jump` times the running level of the windows
-    before it is a divergence. Keeps the training state as of the last window that passed (on the CPU), so the
-    run stops with a last.pt from before the jump."""
+    before it is a divergence. Keeps the training state (on the CPU) as of the window before the last that
+    passed: a runaway's first steps can pass a window (blur-v1's, at 2.8x the level, ended on broken weights),
+    so the run stops with a last.pt from before the jump's window and the one before it."""
     jump: float
     level: float = 0.0
     windows: int = 0
     snapshot: "dict | None" = None  # a checkpoint dict, written to last.pt when the run stops on a guard
     where: str = ""  # the step the snapshot is from
+    newest: tuple = ()  # (checkpoint dict, step) of the last window that passed: the next snapshot once another passes
+
+    def keep(self, state: dict, where: str):
+        """A window passed at `where`: its state waits one window; the state it replaces becomes the snapshot
+        (none after the first window since the start or the last save: last.pt, if any, is then the older one)."""
+        if self.newest:
+            self.snapshot, self.where = self.newest
+        self.newest = (state, where)
+
+    def saved(self):
+        """last.pt was just written: it is newer than anything kept, which must never replace it."""
+        self.snapshot, self.newest = None, ()
 
     def jumped(self, l1: float) -> bool:
         """True when this window's l1 left the level (or is not finite); otherwise it joins the level."""
@@ -557,8 +570,8 @@ class Run:
 
     def save(self, path: str, epoch: int, step_in_epoch: int, partial: "dict | None" = None):
         atomic_save(self.checkpoint(epoch, step_in_epoch, partial), path)
-        if path == self.last_path:  # newer than the guard's snapshot, which must never replace it
-            self.guard.snapshot = None
+        if path == self.last_path:
+            self.guard.saved()
 
     def keep_snapshot(self) -> str:
         """Before stopping on a guard: write the divergence guard's last healthy state to last.pt (rank 0) and
@@ -653,8 +666,7 @@ def watch_divergence(run: Run, epoch: int, step: int, window: list, sums: dict, 
             "run with a lower --lr-g, a longer --warmup-steps or --grad-clip (resuming would repeat the same steps).", 3)
     if run.dist.is_main:
         partial = {"sums": {k: v.item() for k, v in sums.items()}, "counts": dict(counts)}
-        run.guard.snapshot = cpu_copy(run.checkpoint(epoch, step + 1, partial))
-        run.guard.where = f"step {step + 1} of epoch {epoch + 1}"
+        run.guard.keep(cpu_copy(run.checkpoint(epoch, step + 1, partial)), f"step {step + 1} of epoch {epoch + 1}")
 
 
 def report_progress(run: Run, bar, epoch: int, step: int, done: int, seen: int, t_epoch: float, sums: dict, counts: dict):

@@ -200,7 +200,8 @@ def test_a_loss_that_jumps_stops_the_run_within_the_first_epoch_with_a_checkpoin
                                                                                             monkeypatch):
     """A run diverging in its first minutes (hole L1 x50 from the 8th step on: the first dilated design's
     activations reached 1e13 by step ~380) stops at the first log window after the jump, long before the
-    first validation, and last.pt holds the step before it."""
+    first validation, and last.pt holds the state a window before the last one that passed (a runaway's start
+    can pass a window)."""
     real_l1, calls = losses.l1_loss, {"n": 0}
 
     def jumps(*a):
@@ -210,15 +211,23 @@ def test_a_loss_that_jumps_stops_the_run_within_the_first_epoch_with_a_checkpoin
     cfg = tiny_cfg(faces_dir, tmp_path, run_name="j", epochs=3, log_every=1, batch_size=2)
     with pytest.raises(main_module.TrainingStopped, match="jumped at step 8 of epoch 1") as e:
         main_module.train(cfg)
-    assert e.value.exit_code == 3 and "as of step 7 of epoch 1, before it" in str(e.value) and "--lr-g" in str(e.value)
+    assert e.value.exit_code == 3 and "as of step 6 of epoch 1, before it" in str(e.value) and "--lr-g" in str(e.value)
     ckpt = load_checkpoint(str(tmp_path / "j" / "last.pt"))
-    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, 7) and not ckpt["history"]
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, 6) and not ckpt["history"]
 
 
 def test_the_divergence_guard_follows_a_falling_loss_and_fires_only_on_a_jump():
     guard = main_module.DivergenceGuard(jump=5.0)
     assert not any(guard.jumped(v) for v in (0.5, 0.4, 0.3, 0.2, 0.15, 0.12, 0.1, 0.3, 0.1))  # noise, 3x: fine
     assert guard.jumped(10 * guard.level) and guard.jumped(float("nan")) and not guard.jumped(4 * guard.level)
+    guard.keep({"step": 1}, "one")
+    assert guard.snapshot is None  # nothing older yet: last.pt, if any, is what a stop leaves
+    guard.keep({"step": 2}, "two")
+    guard.keep({"step": 3}, "three")
+    assert (guard.snapshot, guard.where) == ({"step": 2}, "two")  # one window behind the last that passed
+    guard.saved()
+    guard.keep({"step": 4}, "four")
+    assert guard.snapshot is None  # after a save, last.pt is the older state
     assert not main_module.DivergenceGuard(jump=0.0).jumped(1e9)  # off
 
 
