@@ -848,10 +848,9 @@ def _train_loop(cfg, rt, dist, run_dir, train_src, val_images, val_masks, resume
     run = Run(cfg, rt, dist, run_dir, train_src, build_state(cfg, rt, dist, resume), launched,
               lpips=validation_lpips(cfg, dist))
     state = run.state
-    start_step = state.step_in_epoch
     with StopFlag() as run.stop:
         for epoch in range(run.start_epoch, cfg.epochs):
-            train_means, seen, seconds = train_epoch(run, epoch, start_step if epoch == run.start_epoch else 0)
+            train_means, seen, seconds = train_epoch(run, epoch, run.start_step if epoch == run.start_epoch else 0)
             stopping = run.should_stop()
             if not dist.is_main:  # rank 0 validates, writes and saves; the others wait for it
                 dist.barrier()
