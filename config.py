@@ -58,7 +58,7 @@ class Config:
     attention: bool = F(True, "self-attention at 1/8 resolution in the generator")
     prefill: bool = F(True, "fill holes with a cheap smooth (push-pull) fill and predict a zero-initialised correction to it (--no-prefill: colours from scratch)")
     gate: float = F(0.01, "with --prefill: scale the network's correction by c / (c + gate), c the hole's surroundings' curvature, so flat colours and ramps keep the exact fill (0 = no gate)")
-    blur_up: bool = F(False, "dilated: blur each pixel-shuffle upsampling's output ([1,2,1]^2), so the GAN cannot draw a grid locked to its phases")
+    blur_up: bool = F(True, "dilated: blur each pixel-shuffle upsampling's output ([1,2,1]^2), so the GAN cannot draw a grid locked to its phases")
     init_from: str = F("", "start the generator (and its moving average) from this checkpoint's weights, e.g. weights/generator.pt for a fine-tune")
     branch_from: str = F("", "start as a copy of this run checkpoint (networks, optimizers, step, history, split) and go on under this config, e.g. a reconstruction-only twin with --w-adv 0")
     d_nf: int = F(32, "base channels of the PatchGAN discriminator")
@@ -287,7 +287,7 @@ class ConfigError(UserError, ValueError):
 
 # Fields added after runs had been saved, with the value those runs had: a run from before the architecture
 # switch is a U-Net trained on whole images, with the seed's discriminator.
-SAVED_BEFORE = {"prefill": False, "gate": 0.0, "w_seam": 0.0, "arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask_blur": 0.0, "w_fm": 0.0}
+SAVED_BEFORE = {"prefill": False, "gate": 0.0, "w_seam": 0.0, "arch": "unet", "crop": 0, "d_layers": 2, "d_norm": "batch", "mask_blur": 0.0, "w_fm": 0.0, "blur_up": False}
 
 # Presets change only what differs from the field defaults (the default recipe, chosen on the
 # validation split: docs/experiments.md). The seed's recipe as written is kept as its own preset.

@@ -25,6 +25,12 @@ def test_default_preset_is_the_field_defaults():
     assert (c.nf, c.holes, c.w_adv, c.w_fm, c.w_l2, c.lr_schedule) == (32, 6, 100, 1000, 1000, "constant") and 0 < c.ema < 1
     assert (c.d_scale, c.gan_hole_weight, c.epochs) == (2, 0.5, 15)
     assert (c.arch, c.crop, c.mask, c.adv_start, c.d_mask, c.d_layers) == ("dilated", 128, "mixed", 0.334, True, 4)
+    assert (c.blur_up, c.grad_clip) == (True, 250)
+
+
+def test_a_run_saved_before_the_blurred_upsampling_reads_back_without_it():
+    saved = {k: v for k, v in Config().to_dict().items() if k != "blur_up"}  # a config.json written before the field
+    assert Config.from_saved(saved).blur_up is False and Config.from_saved({**saved, "blur_up": True}).blur_up is True
 
 
 def test_seed_preset_is_the_u_net_on_whole_images_with_square_holes():

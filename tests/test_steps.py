@@ -204,15 +204,17 @@ def test_a_run_can_start_from_the_shipped_weights():
     from distributed import Distributed
     from main import build_state
     rt = choose_runtime("cpu", "fp32", False)
-    shipped, _ = generator_from_checkpoint(load_checkpoint(SHIPPED_WEIGHTS))
-    state = build_state(Config(init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)  # the default network
+    ckpt = load_checkpoint(SHIPPED_WEIGHTS)
+    shipped, _ = generator_from_checkpoint(ckpt)
+    blur = ckpt["model_args"].get("blur_up", False)  # weights shipped before --blur-up became the default lack it
+    state = build_state(Config(init_from=SHIPPED_WEIGHTS, blur_up=blur).validate(), rt, Distributed("cpu"), None)
     assert all(torch.equal(p.float(), q) for p, q in zip(shipped.state_dict().values(), state.g.state_dict().values()))
     assert same(state.g, state.g_ema)
     # a network without the prefill, a narrower one, the U-Net: each is refused with the flags that would match
     for other, fix in (({"prefill": False, "gate": 0.0}, "--prefill --gate 0.01"), ({"width": 16}, "--width 32"),
-                       ({"arch": "unet"}, "--arch dilated")):
+                       ({"arch": "unet"}, "--arch dilated"), ({"blur_up": not blur}, "--blur-up" if blur else "--no-blur-up")):
         with pytest.raises(ConfigError, match=f"--init-from .*'arch': 'dilated', 'width': 32.*--arch and its arguments.*{fix}"):
-            build_state(Config(**other, init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)
+            build_state(Config(**{"blur_up": blur, **other}, init_from=SHIPPED_WEIGHTS).validate(), rt, Distributed("cpu"), None)
 
 
 def test_no_evaluation_network_can_reach_a_training_loss():

@@ -51,7 +51,7 @@ def test_generator_loads_from_model_args_even_after_a_config_field_is_renamed(ti
     from checkpoints import SHIPPED_WEIGHTS
     ckpt = load_checkpoint(os.path.join(tiny_run[0], "best.pt"))
     assert ckpt["model_args"] == {"arch": "dilated", "width": 8, "blocks": 2, "attention": True, "prefill": True, "gate": 0.01,
-                                  "blur_up": False}
+                                  "blur_up": True}
     ckpt["config"] = {**{k: v for k, v in ckpt["config"].items() if k not in ("width", "arch")}, "renamed_field": 1}
     g, _ = generator_from_checkpoint(ckpt)  # width comes from model_args; the unknown field is dropped
     assert g.stem[1].out_channels == 8
@@ -84,7 +84,7 @@ def test_training_steps_fit_the_batch_they_see(faces_dir):
             return float(l1_loss(g(x, m), x, m))
     before = hole_l1()
     gan = adversarial_part(cfg)
-    for _ in range(100):  # the default GAN at full strength from the first step: slower than pixels alone
+    for _ in range(150):  # the default GAN at full strength from the first step (and the blurred upsampling): slower than pixels alone
         assert main_module.train_step(x, m, (g, d), opts, gan, cfg, rt) is not None
     assert hole_l1() < 0.5 * before, (hole_l1(), before)
 
