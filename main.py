@@ -69,20 +69,19 @@ class DivergenceGuard:
     jump: float
     level: float = 0.0
     windows: int = 0
-    snapshot: "dict | None" = None  # a checkpoint dict, written to last.pt when the run stops on a guard
-    where: str = ""  # the step the snapshot is from
+    snapshot: tuple = ()  # (checkpoint dict, step) written to last.pt when the run stops on a guard
     newest: tuple = ()  # (checkpoint dict, step) of the last window that passed: the next snapshot once another passes
 
     def keep(self, state: dict, where: str):
         """A window passed at `where`: its state waits one window; the state it replaces becomes the snapshot
         (none after the first window since the start or the last save: last.pt, if any, is then the older one)."""
         if self.newest:
-            self.snapshot, self.where = self.newest
+            self.snapshot = self.newest
         self.newest = (state, where)
 
     def saved(self):
         """last.pt was just written: it is newer than anything kept, which must never replace it."""
-        self.snapshot, self.newest = None, ()
+        self.snapshot = self.newest = ()
 
     def jumped(self, l1: float) -> bool:
         """True when this window's l1 left the level (or is not finite); otherwise it joins the level."""
@@ -576,12 +575,13 @@ class Run:
     def keep_snapshot(self) -> str:
         """Before stopping on a guard: write the divergence guard's last healthy state to last.pt (rank 0) and
         say what last.pt now holds."""
-        if self.guard.snapshot is None:
+        if not self.guard.snapshot:
             return (f"{self.last_path} holds the last checkpoint saved before it" if os.path.exists(self.last_path)
-                    else "no checkpoint was written (the run had not passed a log window yet)")
+                    else "no checkpoint was written (the run had not passed two log windows yet)")
+        state, where = self.guard.snapshot
         if self.dist.is_main:
-            atomic_save(self.guard.snapshot, self.last_path)
-        return f"{self.last_path} holds the run as of {self.guard.where}, before it"
+            atomic_save(state, self.last_path)
+        return f"{self.last_path} holds the run as of {where}, before it"
 
     def elapsed(self) -> float:
         """Seconds this run has trained (steps, validation, saving), over every process that resumed it."""

@@ -221,13 +221,13 @@ def test_the_divergence_guard_follows_a_falling_loss_and_fires_only_on_a_jump():
     assert not any(guard.jumped(v) for v in (0.5, 0.4, 0.3, 0.2, 0.15, 0.12, 0.1, 0.3, 0.1))  # noise, 3x: fine
     assert guard.jumped(10 * guard.level) and guard.jumped(float("nan")) and not guard.jumped(4 * guard.level)
     guard.keep({"step": 1}, "one")
-    assert guard.snapshot is None  # nothing older yet: last.pt, if any, is what a stop leaves
+    assert guard.snapshot == ()  # nothing older yet: last.pt, if any, is what a stop leaves
     guard.keep({"step": 2}, "two")
     guard.keep({"step": 3}, "three")
-    assert (guard.snapshot, guard.where) == ({"step": 2}, "two")  # one window behind the last that passed
+    assert guard.snapshot == ({"step": 2}, "two")  # one window behind the last that passed
     guard.saved()
     guard.keep({"step": 4}, "four")
-    assert guard.snapshot is None  # after a save, last.pt is the older state
+    assert guard.snapshot == ()  # after a save, last.pt is the older state
     assert not main_module.DivergenceGuard(jump=0.0).jumped(1e9)  # off
 
 
